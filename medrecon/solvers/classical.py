@@ -1,0 +1,104 @@
+"""Classical reconstructions on medrecon's operators: SIRT, CGLS, ADMM-TV, zero-filled, SENSE.
+
+All take an operator ``A`` (:class:`~medrecon.physics.operator.LinearOperator`) and data ``y``
+shaped ``(Z, *A.out_shape[1:])`` and return an image stack ``(Z, *A.in_shape[1:])``.
+FBP lives in :mod:`medrecon.solvers.fbp` because it needs the CT geometry.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from medrecon.physics.operator import LinearOperator
+from medrecon.solvers.admm import AdmmTV
+from medrecon.solvers.cg import conjugate_gradient
+from medrecon.solvers.tv import FiniteDifference
+
+
+def _n_slices(op: LinearOperator, y: torch.Tensor) -> int:
+    return int(y.shape[0])
+
+
+@torch.no_grad()
+def sirt(op: LinearOperator, y: torch.Tensor, iterations: int = 100, x0: Optional[torch.Tensor] = None,
+         nonnegative: bool = True, progress: bool = False) -> torch.Tensor:
+    """SIRT: ``x <- x + C A^T R (y - A x)`` with ``R = 1 / (A 1)``, ``C = 1 / (A^T 1)`` (real data).
+
+    With ``nonnegative`` the iterate is clipped at 0 after each step (attenuation is >= 0).
+    """
+    if y.is_complex():
+        raise ValueError("SIRT is for real (CT) data; use sense or cgls for complex data")
+    ones_img = torch.ones((_n_slices(op, y), *op.in_shape[1:]), dtype=op.in_dtype, device=op.device)
+    row = op.forward(ones_img)
+    col = op.adjoint(torch.ones_like(y))
+    r_inv = torch.where(row > 1e-8, 1.0 / row.clamp_min(1e-8), torch.zeros_like(row))
+    c_inv = torch.where(col > 1e-8, 1.0 / col.clamp_min(1e-8), torch.zeros_like(col))
+    x = torch.zeros_like(ones_img) if x0 is None else x0.clone()
+    for _ in tqdm(range(iterations), desc="SIRT", disable=not progress, leave=False):
+        x = x + c_inv * op.adjoint(r_inv * (y - op.forward(x)))
+        if nonnegative:
+            x.clamp_(min=0)
+    return x
+
+
+@torch.no_grad()
+def cgls(op: LinearOperator, y: torch.Tensor, iterations: int = 20, x0: Optional[torch.Tensor] = None,
+         progress: bool = False) -> torch.Tensor:
+    """CGLS: conjugate gradients on the least-squares problem ``min ||A x - y||^2`` (real or complex).
+
+    Early stopping (``iterations``) is the regularisation.
+    """
+    x = torch.zeros((_n_slices(op, y), *op.in_shape[1:]), dtype=op.in_dtype, device=op.device) \
+        if x0 is None else x0.clone()
+    r = y - op.forward(x)
+    s = op.adjoint(r)
+    p = s.clone()
+    gamma = float(torch.vdot(s.reshape(-1), s.reshape(-1)).real)
+    for _ in tqdm(range(iterations), desc="CGLS", disable=not progress, leave=False):
+        if gamma == 0.0:
+            break
+        q = op.forward(p)
+        qq = float(torch.vdot(q.reshape(-1), q.reshape(-1)).real)
+        if qq == 0.0:
+            break
+        alpha = gamma / qq
+        x = x + alpha * p
+        r = r - alpha * q
+        s = op.adjoint(r)
+        gamma_new = float(torch.vdot(s.reshape(-1), s.reshape(-1)).real)
+        p = s + (gamma_new / gamma) * p
+        gamma = gamma_new
+    return x
+
+
+def admm_tv(op: LinearOperator, y: torch.Tensor, lam: float, rho: float, iterations: int = 50,
+            cg_iterations: int = 5, tv_axes: Sequence[int] = (0,), boundary: str = "neumann",
+            x0: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
+    """ADMM-TV: ``min ||y - A x||^2 / 2 + lambda ||D x||_1`` with ``D`` along ``tv_axes``
+    (``(0,)``: z only, as DiffusionMBIR; ``(0, 1, 2)``: anisotropic 3D).
+
+    Starts from ``x0`` (CGLS-like zero start when None).
+    """
+    n = _n_slices(op, y)
+    diff = FiniteDifference(n, op.in_shape[1:], tv_axes, boundary, op.in_dtype, op.device)
+    solver = AdmmTV(op, y, diff, lam, rho, cg_iterations)
+    start = torch.zeros((n, *op.in_shape[1:]), dtype=op.in_dtype, device=op.device) if x0 is None else x0
+    return solver.run(start, iterations, progress)
+
+
+@torch.no_grad()
+def zero_filled(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+    """``A^H y``: for SENSE the coil-combined zero-filled image."""
+    return op.adjoint(y)
+
+
+@torch.no_grad()
+def sense(op: LinearOperator, y: torch.Tensor, iterations: int = 30, l2: float = 0.0,
+          x0: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SENSE by CG on ``(A^H A + l2 I) x = A^H y``, each slice its own system (batched CG)."""
+    aty = op.adjoint(y)
+    normal = (lambda v: op.normal(v) + l2 * v) if l2 > 0 else op.normal
+    return conjugate_gradient(normal, aty, x0=x0, iterations=iterations, batched=True)

@@ -1,0 +1,72 @@
+"""Finite differences and the soft threshold used by total-variation priors.
+
+``FiniteDifference(axes)`` maps a stack ``[Z, Y, X]`` to ``[Z, K, Y, X]`` (one channel per axis in
+``axes``; axis 0 is z, the slice axis). The difference is forward, ``(D v)_k = v_{k+1} - v_k``:
+- ``boundary="neumann"`` (default): the last difference is 0 (no coupling across the ends).
+- ``boundary="circular"``: the last slice is coupled to the first, as in the published
+  DiffusionMBIR code (kept for reproduction only; it is a boundary artefact).
+With ``axes=(0,)`` this is the ``D_z`` of DiffusionMBIR; ``axes=(0, 1, 2)`` gives anisotropic 3D TV.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from medrecon.physics.operator import LinearOperator
+
+BOUNDARIES = ("neumann", "circular")
+
+
+class FiniteDifference(LinearOperator):
+    """Forward differences along ``axes`` of a ``[Z, Y, X]`` stack; output ``[Z, len(axes), Y, X]``.
+
+    Along z the number of slices is fixed (``n_slices``) because the operator couples slices.
+    """
+
+    def __init__(self, n_slices: int, image_shape: Sequence[int], axes: Sequence[int] = (0,),
+                 boundary: str = "neumann", dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"unknown boundary {boundary!r}; choose from {BOUNDARIES}")
+        axes = tuple(int(a) for a in axes)
+        if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"axes must be distinct values from (0, 1, 2), got {axes}")
+        y, x = image_shape
+        super().__init__((n_slices, y, x), (n_slices, len(axes), y, x), dtype, dtype, device)
+        self.axes, self.boundary = axes, boundary
+
+    def _diff(self, v: torch.Tensor, axis: int) -> torch.Tensor:
+        d = torch.roll(v, shifts=-1, dims=axis) - v
+        if self.boundary == "neumann":
+            d.select(axis, v.shape[axis] - 1).zero_()
+        return d
+
+    def _diff_adjoint(self, g: torch.Tensor, axis: int) -> torch.Tensor:
+        if self.boundary == "neumann":
+            g = g.clone()
+            g.select(axis, g.shape[axis] - 1).zero_()
+        return torch.roll(g, shifts=1, dims=axis) - g
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._diff(x, a) for a in self.axes], dim=1)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        out = self._diff_adjoint(y[:, 0], self.axes[0])
+        for k, a in enumerate(self.axes[1:], start=1):
+            out = out + self._diff_adjoint(y[:, k], a)
+        return out
+
+
+def soft_threshold(v: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """``sign(v) max(|v| - t, 0)``; for complex ``v`` the magnitude is shrunk and the phase kept."""
+    if v.is_complex():
+        mag = v.abs()
+        return v * (torch.clamp(mag - threshold, min=0) / mag.clamp_min(torch.finfo(mag.dtype).tiny))
+    return torch.sign(v) * torch.clamp(v.abs() - threshold, min=0)
+
+
+def tv_norm(d: FiniteDifference, x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV ``||D x||_1`` (a scalar tensor)."""
+    return d.forward(x).abs().sum()
