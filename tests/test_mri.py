@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -213,6 +212,8 @@ def test_make_mask_rejects_bad_requests():
         make_mask("radial", (64, 64), 4.0)
     with pytest.raises(ValueError, match="impossible"):
         make_mask("uniform1d", (256, 64), 20.0)  # 13 lines < 20 centre lines
+    with pytest.raises(ValueError, match="impossible"):
+        make_mask("gaussian1d", (16, 64), 17.0, center_fraction=0.0)  # fewer than one line
     with pytest.raises(ValueError, match="impossible"):
         make_mask("poisson2d", (32, 32), 4.0, calib=(24, 24))
     with pytest.raises(MRIInputError, match=">= 1"):

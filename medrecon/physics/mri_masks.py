@@ -115,6 +115,9 @@ def _line_counts(ny: int, acceleration: float, center_fraction: float) -> tuple[
     if not 0.0 <= float(center_fraction) <= 1.0:
         raise MRIInputError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
     n_center = min(ny, int(math.floor(ny * float(center_fraction) + 0.5)))
+    if acceleration > ny:
+        raise MRIInputError(f"acceleration x{acceleration:g} is impossible with {ny} phase-encode "
+                            f"lines (one line is x{ny})")
     lo = max(1, int(math.floor(ny / acceleration)))
     hi = max(1, int(math.ceil(ny / acceleration)))
     n_total = min((lo, hi), key=lambda n: (abs(ny / n - acceleration), n))
