@@ -1,0 +1,604 @@
+"""Read a DICOM series (single-frame files or enhanced multi-frame CT/MR) into a :class:`Volume`.
+
+Pipeline: collect files (directories recursively) -> read every header (pixel data deferred)
+-> group by SeriesInstanceUID -> pick one series -> check geometry (sizes, pixel spacing,
+orientations, duplicate positions, missing slices, uniform spacing, gantry tilt) -> decode
+pixels (compressed transfer syntaxes through pydicom's pylibjpeg plugins) -> apply
+RescaleSlope/RescaleIntercept -> stack ``[Z, Y, X]`` sorted by position along the slice normal
+(never by file name or InstanceNumber).
+
+Every problem names the file(s) involved. Files that are not DICOM, have no pixel data or are
+truncated make loading fail unless ``allow_incomplete``; then they are skipped with a warning,
+and slices missing from the series are filled by linear interpolation of their neighbours
+(recorded in ``Volume.source["interpolated_slices"]``). Gantry tilt is loaded exactly (the
+affine is then sheared) and reported as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medrecon.errors import DataError, UserError
+from medrecon.volume import Volume
+
+log = logging.getLogger("medrecon.io.dicom")
+
+PathLike = str | os.PathLike
+DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloat
+_MAX_LISTED = 8
+SOURCE_TAGS = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
+    "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime", "StudyDescription",
+    "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID",
+    "PositionReferenceIndicator", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
+    "Modality", "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition",
+    "KVP", "ConvolutionKernel", "MagneticFieldStrength", "SOPClassUID",
+)
+
+
+def names(paths: Sequence[Any], limit: int = _MAX_LISTED) -> str:
+    """Comma-separated file names, shortened to ``limit`` with a count of the rest."""
+    items = [str(p) for p in paths]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass
+class Frame:
+    """One 2D image: a single-frame file or one frame of a multi-frame file.
+
+    ``ipp``: ImagePositionPatient (mm, LPS) of the first pixel; ``iop``: six direction
+    cosines (row direction, then column direction); ``pixel_spacing``: (row spacing = dy,
+    column spacing = dx) in mm.
+    """
+    path: Path
+    frame: Optional[int]
+    rows: int
+    cols: int
+    ipp: Optional[np.ndarray]
+    iop: Optional[np.ndarray]
+    pixel_spacing: Optional[tuple[float, float]]
+    slope: float = 1.0
+    intercept: float = 0.0
+    sop_uid: str = ""
+    thickness: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
+
+
+@dataclass
+class SeriesInfo:
+    """One series found on disk; ``index`` is its position in the listing (0-based)."""
+    uid: str
+    modality: str
+    description: str
+    number: Optional[int]
+    frames: list[Frame] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    header: Optional[Dataset] = None
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    index: int = 0
+
+    def line(self) -> str:
+        num = f"#{self.number} " if self.number is not None else ""
+        desc = f"'{self.description}'" if self.description else "(no description)"
+        rows = {(f.rows, f.cols) for f in self.frames}
+        size = ", ".join(f"{r}x{c}" for r, c in sorted(rows)) or "?"
+        return (f"[{self.index}] {self.uid}  {self.modality}  {num}{desc}  "
+                f"{len(self.files)} file(s), {len(self.frames)} image(s) {size}")
+
+
+@dataclass
+class DicomScan:
+    """What a folder holds: image series, files that could not be used, skipped files."""
+    series: list[SeriesInfo]
+    problems: list[tuple[Path, str]]   # not DICOM / unreadable, not attributable to a series
+    non_image: list[tuple[Path, str]]  # DICOM objects without images (SR, RTSTRUCT, ...)
+    skipped: list[Path]                # DICOMDIR and hidden files
+
+    def listing(self) -> str:
+        return "\n".join("  " + s.line() for s in self.series)
+
+
+def collect_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    """Expand a file, a directory (recursively) or a list of both into sorted file paths."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise UserError("no DICOM input given (empty file list)")
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file())
+            if not found:
+                raise UserError(f"DICOM folder {p} contains no files")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UserError(f"DICOM input {p} does not exist")
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _float_list(value: Any, n: int) -> Optional[np.ndarray]:
+    try:
+        arr = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+def _first(seq_owner: Optional[Dataset], seq: str, key: str) -> Any:
+    if seq_owner is None or seq not in seq_owner or not seq_owner[seq].value:
+        return None
+    item = seq_owner[seq].value[0]
+    return item.get(key)
+
+
+def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
+    """The 2D images of one file with their geometry and rescale (per frame when enhanced)."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    sop = str(ds.get("SOPInstanceUID", ""))
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+    if per_frame is not None:
+        if len(per_frame) != n_frames:
+            raise DataError(f"{path}: PerFrameFunctionalGroupsSequence has {len(per_frame)} "
+                            f"items but NumberOfFrames is {n_frames}")
+        frames = []
+        for i, item in enumerate(per_frame):
+            def get(seq: str, key: str) -> Any:
+                val = _first(item, seq, key)
+                return _first(shared, seq, key) if val is None else val
+            ps = get("PixelMeasuresSequence", "PixelSpacing")
+            ps_arr = _float_list(ps, 2) if ps is not None else None
+            slope = get("PixelValueTransformationSequence", "RescaleSlope")
+            icpt = get("PixelValueTransformationSequence", "RescaleIntercept")
+            thick = get("PixelMeasuresSequence", "SliceThickness")
+            ipp = get("PlanePositionSequence", "ImagePositionPatient")
+            iop = get("PlaneOrientationSequence", "ImageOrientationPatient")
+            frames.append(Frame(
+                path=path, frame=i, rows=rows, cols=cols,
+                ipp=_float_list(ipp, 3) if ipp is not None else None,
+                iop=_float_list(iop, 6) if iop is not None else None,
+                pixel_spacing=None if ps_arr is None else (float(ps_arr[0]), float(ps_arr[1])),
+                slope=float(slope) if slope is not None else 1.0,
+                intercept=float(icpt) if icpt is not None else 0.0,
+                sop_uid=f"{sop}#{i}", thickness=float(thick) if thick else None))
+        return frames
+    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    ps_arr = _float_list(ps, 2) if ps is not None else None
+    ipp = ds.get("ImagePositionPatient")
+    iop = ds.get("ImageOrientationPatient")
+    base = dict(rows=rows, cols=cols,
+                iop=_float_list(iop, 6) if iop is not None else None,
+                pixel_spacing=None if ps_arr is None else (float(ps_arr[0]), float(ps_arr[1])),
+                slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
+                intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
+                thickness=float(ds.SliceThickness) if ds.get("SliceThickness") else None)
+    if n_frames == 1:
+        return [Frame(path=path, frame=None, sop_uid=sop,
+                      ipp=_float_list(ipp, 3) if ipp is not None else None, **base)]
+    # legacy multi-frame without per-frame geometry: frames share one position
+    return [Frame(path=path, frame=i, sop_uid=f"{sop}#{i}", ipp=None, **base)
+            for i in range(n_frames)]
+
+
+def _pixel_problem(ds: Dataset, path: Path) -> Optional[str]:
+    """Why a file's pixel data cannot be used (absent, colour, truncated), or None."""
+    if not any(t in ds for t in _PIXEL_TAGS):
+        return "has no pixel data"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return (f"is a colour image ({ds.get('PhotometricInterpretation', '?')}); medrecon "
+                f"reads greyscale CT/MR")
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    length = getattr(raw, "length", None)
+    tell = getattr(raw, "value_tell", None)
+    if length is not None and tell is not None and length != 0xFFFFFFFF:
+        size = path.stat().st_size
+        if tell + length > size:
+            return (f"is truncated: pixel data needs {length} bytes but the file ends "
+                    f"{size - tell} bytes into it")
+    return None
+
+
+def scan_dicom(paths: PathLike | Sequence[PathLike]) -> DicomScan:
+    """Read every header under ``paths`` and group the images by SeriesInstanceUID."""
+    files = collect_files(paths)
+    by_uid: dict[str, SeriesInfo] = {}
+    problems: list[tuple[Path, str]] = []
+    non_image: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
+    for path in files:
+        if path.name.startswith("."):
+            skipped.append(path)
+            continue
+        try:
+            ds = pydicom.dcmread(path, defer_size=1024)
+        except InvalidDicomError:
+            problems.append((path, "is not a DICOM file (no DICM preamble or file meta)"))
+            continue
+        except Exception as exc:  # pydicom raises many types on damaged headers
+            problems.append((path, f"is not readable as DICOM (truncated or damaged header: "
+                                   f"{type(exc).__name__}: {exc})"))
+            continue
+        meta_sop = str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
+        if meta_sop == DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
+            skipped.append(path)
+            continue
+        if "Rows" not in ds or "Columns" not in ds:
+            if any(t in ds for t in _PIXEL_TAGS):
+                problems.append((path, "has pixel data but no Rows/Columns"))
+            else:
+                non_image.append((path, f"{ds.get('Modality', '?')} object without an image "
+                                        f"(SOP class {ds.get('SOPClassUID', '?')})"))
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
+        info = by_uid.get(uid)
+        if info is None:
+            num = ds.get("SeriesNumber")
+            info = by_uid[uid] = SeriesInfo(
+                uid=uid, modality=str(ds.get("Modality", "OT") or "OT"),
+                description=str(ds.get("SeriesDescription", "") or ""),
+                number=int(num) if num not in (None, "") else None, header=ds)
+        info.files.append(path)
+        problem = _pixel_problem(ds, path)
+        if problem:
+            info.problems.append((path, problem))
+            continue
+        try:
+            info.frames += _frames_of(ds, path)
+        except DataError as exc:
+            info.problems.append((path, str(exc).removeprefix(f"{path}: ")))
+    series = sorted(by_uid.values(),
+                    key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
+    for i, s in enumerate(series):
+        s.index = i
+    return DicomScan(series=series, problems=problems, non_image=non_image, skipped=skipped)
+
+
+def choose_series(scan: DicomScan, series: Optional[str | int], where: str) -> SeriesInfo:
+    """Pick the series named by UID or index; several without a choice is a UserError."""
+    if not scan.series:
+        details = [f"{p} {why}" for p, why in scan.problems + scan.non_image]
+        raise DataError(f"{where}: no DICOM image series found"
+                        + (": " + "; ".join(details[:_MAX_LISTED]) if details else ""))
+    if series is None:
+        if len(scan.series) == 1:
+            return scan.series[0]
+        raise UserError(f"{where} holds {len(scan.series)} series; choose one with --series "
+                        f"UID or --series INDEX:\n{scan.listing()}")
+    if isinstance(series, int) or (isinstance(series, str) and series.isdigit()
+                                   and "." not in series):
+        idx = int(series)
+        if 0 <= idx < len(scan.series):
+            return scan.series[idx]
+        raise UserError(f"{where}: series index {idx} out of range 0..{len(scan.series) - 1}:"
+                        f"\n{scan.listing()}")
+    for s in scan.series:
+        if s.uid == str(series):
+            return s
+    raise UserError(f"{where}: no series with SeriesInstanceUID {series}; found:\n"
+                    f"{scan.listing()}")
+
+
+@dataclass
+class StackGeometry:
+    """A sorted, checked slice stack: frames in z order and the 4x4 (z, y, x) -> LPS affine."""
+    frames: list[Optional[Frame]]  # None where a missing slice will be interpolated
+    affine: np.ndarray
+    tilt_deg: float
+
+
+def _group_labels(frames: Sequence[Frame], key: Any) -> str:
+    groups: dict[Any, list[str]] = {}
+    for f in frames:
+        groups.setdefault(key(f), []).append(f.label)
+    return "; ".join(f"{k}: {names(v, 3)}" for k, v in groups.items())
+
+
+def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
+                   allow_missing: bool = False, where: str = "series") -> StackGeometry:
+    """Sort frames along the slice normal and check that they form one regular stack.
+
+    ``spacing_tolerance`` is relative: each gap may differ from the median gap by this
+    fraction. Raises :class:`DataError` naming the files for mixed sizes, pixel spacings or
+    orientations, missing geometry, duplicate positions, missing slices (unless
+    ``allow_missing``), non-uniform spacing and slices off a straight line.
+    """
+    if not frames:
+        raise DataError(f"{where}: no usable images")
+    sizes = {(f.rows, f.cols) for f in frames}
+    if len(sizes) > 1:
+        raise DataError(f"{where}: mixed image sizes (rows x columns): "
+                        + _group_labels(frames, lambda f: f"{f.rows}x{f.cols}"))
+    spacings = {f.pixel_spacing for f in frames}
+    if len(spacings) > 1:
+        raise DataError(f"{where}: mixed PixelSpacing: "
+                        + _group_labels(frames, lambda f: f.pixel_spacing))
+    ps = frames[0].pixel_spacing
+    if ps is None or min(ps) <= 0:
+        if len(frames) > 1:
+            raise DataError(f"{where}: no valid PixelSpacing in {names([f.label for f in frames])}")
+        log.warning("%s has no PixelSpacing; assuming 1 mm pixels", frames[0].label)
+        ps = (1.0, 1.0)
+    dy, dx = ps
+    no_geo = [f.label for f in frames if f.ipp is None or f.iop is None]
+    if no_geo:
+        if len(frames) == 1 or (len(no_geo) == len(frames)
+                                and len({f.path for f in frames}) == 1):
+            log.warning("%s has no ImagePositionPatient/ImageOrientationPatient; using a "
+                        "default axial geometry (slices 1 mm apart)", frames[0].path)
+            aff = np.array([[0, 0, dx, 0], [0, dy, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
+            return StackGeometry(list(frames), aff, 0.0)
+        raise DataError(f"{where}: cannot place slices without ImagePositionPatient and "
+                        f"ImageOrientationPatient: {names(no_geo)}")
+    iop0 = frames[0].iop
+    assert iop0 is not None
+    mixed = [f for f in frames if np.max(np.abs(f.iop - iop0)) > 1e-4]  # type: ignore[operator]
+    if mixed:
+        raise DataError(f"{where}: mixed orientations (ImageOrientationPatient): "
+                        + _group_labels(frames, lambda f: tuple(np.round(f.iop, 4))))
+    row, col = iop0[:3], iop0[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 \
+            or abs(row @ col) > 1e-3:
+        raise DataError(f"{where}: ImageOrientationPatient {list(iop0)} in {frames[0].label} "
+                        f"is not two orthonormal directions")
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    pos = np.array([f.ipp @ normal for f in frames])  # type: ignore[operator]
+    order = sorted(range(len(frames)), key=lambda i: (pos[i], str(frames[i].label)))
+    sorted_frames = [frames[i] for i in order]
+    d = pos[order]
+
+    # duplicates: same position along the normal
+    keep: list[Frame] = [sorted_frames[0]]
+    kept_d = [d[0]]
+    for f, dk in zip(sorted_frames[1:], d[1:]):
+        if abs(dk - kept_d[-1]) < 1e-3:
+            prev = keep[-1]
+            if f.sop_uid and f.sop_uid == prev.sop_uid:
+                log.warning("%s repeats SOPInstanceUID %s of %s; using one copy", f.label,
+                            f.sop_uid, prev.label)
+                continue
+            raise DataError(f"{where}: duplicate slice position {dk:.3f} mm along the normal "
+                            f"in {prev.label} and {f.label}")
+        keep.append(f)
+        kept_d.append(dk)
+    d = np.array(kept_d)
+    n = len(keep)
+    ipps = np.array([f.ipp for f in keep])
+    if n == 1:
+        thick = keep[0].thickness or 1.0
+        step = normal * thick
+        stack: list[Optional[Frame]] = list(keep)
+        tilt = 0.0
+    else:
+        gaps = np.diff(d)
+        nominal = float(np.median(gaps))
+        ratio = gaps / nominal
+        mult = np.rint(ratio)
+        missing = [(i, int(m) - 1) for i, (r, m) in enumerate(zip(ratio, mult))
+                   if m >= 2 and abs(r - m) <= spacing_tolerance * m]
+        irregular = [i for i, r in enumerate(ratio)
+                     if abs(r - 1) > spacing_tolerance and i not in {j for j, _ in missing}]
+        if irregular:
+            desc = "; ".join(f"{gaps[i]:.4g} mm between {keep[i].label} and {keep[i + 1].label}"
+                             for i in irregular[:4])
+            raise DataError(f"{where}: non-uniform slice spacing (median {nominal:.4g} mm, "
+                            f"tolerance {spacing_tolerance:.3g} relative): {desc}")
+        if missing and not allow_missing:
+            desc = "; ".join(f"{m} slice(s) between {keep[i].label} and {keep[i + 1].label}"
+                             for i, m in missing[:4])
+            raise DataError(f"{where}: missing slices ({sum(m for _, m in missing)} in total, "
+                            f"spacing {nominal:.4g} mm): {desc}")
+        stack = []
+        for i, f in enumerate(keep):
+            stack.append(f)
+            for j, m in missing:
+                if j == i:
+                    stack += [None] * m
+        # in-plane offsets must be linear in the position: a straight (possibly tilted) stack
+        grid = np.rint((d - d[0]) / nominal)
+        inplane = ipps - np.outer(ipps @ normal, normal)
+        A = np.stack([np.ones(n), grid], axis=1)
+        coef, *_ = np.linalg.lstsq(A, inplane, rcond=None)
+        resid = np.abs(A @ coef - inplane).max()
+        if resid > 0.05 * min(dx, dy) + 1e-3:
+            worst = int(np.argmax(np.abs(A @ coef - inplane).max(axis=1)))
+            raise DataError(f"{where}: slices do not lie on one straight stack (in-plane offset "
+                            f"{resid:.3g} mm off the line at {keep[worst].label})")
+        shift = coef[1]
+        step_normal = (d[-1] - d[0]) / grid[-1]
+        step = normal * step_normal + shift
+        tilt = float(np.degrees(np.arctan2(np.linalg.norm(shift), step_normal)))
+    affine = np.eye(4)
+    affine[:3, 0] = step
+    affine[:3, 1] = col * dy
+    affine[:3, 2] = row * dx
+    # origin: the first slice's position (for a stack, the fitted line at grid 0)
+    affine[:3, 3] = keep[0].ipp if n == 1 else coef[0] + d[0] * normal
+    return StackGeometry(stack, affine, tilt)
+
+
+def _decode(frames: Sequence[Frame]) -> tuple[dict[int, np.ndarray], list[tuple[str, str]],
+                                              dict[Path, Dataset]]:
+    """Decode the pixels of ``frames``: {frame id: rescaled float32 [Y, X]}, failures, datasets."""
+    by_file: dict[Path, list[int]] = {}
+    for i, f in enumerate(frames):
+        by_file.setdefault(f.path, []).append(i)
+    images: dict[int, np.ndarray] = {}
+    failures: list[tuple[str, str]] = []
+    datasets: dict[Path, Dataset] = {}
+    for path, idxs in by_file.items():
+        ts = ""
+        try:
+            ds = pydicom.dcmread(path)
+            ts = f" (transfer syntax {ds.file_meta.TransferSyntaxUID.name})"
+            arr = ds.pixel_array
+        except Exception as exc:  # decoders raise RuntimeError, ValueError, NotImplementedError
+            failures.append((str(path), f"pixel data could not be decoded{ts}: "
+                                        f"{str(exc).splitlines()[0]}"))
+            continue
+        datasets[path] = ds
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if n_frames == 1 and arr.ndim == 2:
+            arr = arr[None]
+        for i in idxs:
+            f = frames[i]
+            img = arr[f.frame or 0].astype(np.float64)
+            images[i] = (img * f.slope + f.intercept).astype(np.float32)
+    return images, failures, datasets
+
+
+def _source(ds: Dataset, files: Sequence[Path], where: str) -> dict[str, Any]:
+    src: dict[str, Any] = {}
+    for key in SOURCE_TAGS:
+        val = ds.get(key)
+        if val in (None, ""):
+            continue
+        if key in ("SeriesNumber",):
+            src[key] = int(val)
+        elif key in ("KVP", "MagneticFieldStrength"):
+            try:
+                src[key] = float(val)
+            except (TypeError, ValueError):
+                pass
+        else:
+            src[key] = str(val)
+    src["path"] = where
+    src["files"] = [str(p) for p in files]
+    return src
+
+
+def _display_window(ds: Dataset) -> Optional[tuple[float, float]]:
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None:
+        sfg = ds.get("SharedFunctionalGroupsSequence")
+        if sfg:
+            centre = _first(sfg[0], "FrameVOILUTSequence", "WindowCenter")
+            width = _first(sfg[0], "FrameVOILUTSequence", "WindowWidth")
+    if centre is None or width is None:
+        return None
+    try:
+        c = float(centre[0] if isinstance(centre, (list, pydicom.multival.MultiValue)) else centre)
+        w = float(width[0] if isinstance(width, (list, pydicom.multival.MultiValue)) else width)
+    except (TypeError, ValueError):
+        return None
+    return (c - w / 2, c + w / 2) if w > 0 else None
+
+
+def read_dicom(paths: PathLike | Sequence[PathLike], series: Optional[str | int] = None,
+               allow_incomplete: bool = False, spacing_tolerance: float = 0.01) -> Volume:
+    """Read one DICOM series into a :class:`Volume` (array ``[Z, Y, X]`` float32, CT in HU).
+
+    paths: a directory (searched recursively), a file, or a list of files/directories.
+    series: SeriesInstanceUID or 0-based index in the listing when several series are present.
+    allow_incomplete: skip unusable files and interpolate missing slices instead of failing.
+    spacing_tolerance: allowed relative deviation of each slice gap from the median gap.
+    """
+    where = str(paths) if isinstance(paths, (str, os.PathLike)) else \
+        f"DICOM file list ({len(paths)} items)"
+    scan = scan_dicom(paths)
+    chosen = choose_series(scan, series, where)
+    where_series = f"series {chosen.uid} in {where}"
+    unusable = [(str(p), why) for p, why in scan.problems + chosen.problems]
+    if unusable:
+        msg = "; ".join(f"{p} {why}" for p, why in unusable[:_MAX_LISTED])
+        more = len(unusable) - _MAX_LISTED
+        msg += f"; and {more} more" if more > 0 else ""
+        if not allow_incomplete:
+            raise DataError(f"{where}: {len(unusable)} unusable file(s): {msg}. Remove them, or "
+                            f"pass --allow-incomplete to load the rest of the series")
+        log.warning("%s: skipping %d unusable file(s): %s", where, len(unusable), msg)
+    for p, why in scan.non_image:
+        log.info("%s: ignoring %s: %s", where, p, why)
+    frames = list(chosen.frames)
+    geo = check_geometry(frames, spacing_tolerance, allow_incomplete, where_series)
+    present = [f for f in geo.frames if f is not None]
+    images, failures, datasets = _decode(present)
+    if failures:
+        msg = "; ".join(f"{p}: {why}" for p, why in failures[:_MAX_LISTED])
+        if not allow_incomplete:
+            raise DataError(f"{where_series}: {len(failures)} file(s) could not be decoded: "
+                            f"{msg}. Pass --allow-incomplete to load the rest of the series")
+        log.warning("%s: skipping %d undecodable file(s): %s", where_series, len(failures), msg)
+        bad = {Path(p) for p, _ in failures}
+        frames = [f for f in frames if f.path not in bad]
+        geo = check_geometry(frames, spacing_tolerance, allow_incomplete, where_series)
+        present = [f for f in geo.frames if f is not None]
+        images, failures, datasets = _decode(present)
+    stack: list[Optional[np.ndarray]] = []
+    it = iter(range(len(present)))
+    for f in geo.frames:
+        stack.append(None if f is None else images[next(it)])
+    interpolated = [k for k, img in enumerate(stack) if img is None]
+    originals = [k for k, img in enumerate(stack) if img is not None]
+    for k in interpolated:  # linear interpolation between the nearest present slices
+        lo = max(j for j in originals if j < k)
+        hi = min(j for j in originals if j > k)
+        w = (k - lo) / (hi - lo)
+        lo_img, hi_img = stack[lo], stack[hi]
+        assert lo_img is not None and hi_img is not None
+        stack[k] = ((1 - w) * lo_img + w * hi_img).astype(np.float32)
+    if interpolated:
+        log.warning("%s: %d missing slice(s) filled by linear interpolation at z index %s",
+                    where_series, len(interpolated), interpolated)
+    if geo.tilt_deg > 0.01:
+        log.warning("%s: gantry tilt of %.2f degrees (slices sheared along the stack, first "
+                    "file %s); geometry kept exactly in the affine", where_series,
+                    geo.tilt_deg, present[0].path)
+    array = np.stack(stack)  # type: ignore[arg-type]
+    first_ds = datasets[present[0].path]
+    modality = str(first_ds.get("Modality", "OT") or "OT")
+    rescale_type = str(first_ds.get("RescaleType", "") or "")
+    if modality == "CT" and rescale_type in ("", "HU"):
+        units = "HU"
+    else:
+        units = "a.u."
+    src = _source(first_ds, [f.path for f in present], where)
+    if geo.tilt_deg > 0.01:
+        src["gantry_tilt_deg"] = round(geo.tilt_deg, 4)
+    if interpolated:
+        src["interpolated_slices"] = interpolated
+    if allow_incomplete and (unusable or failures):
+        src["skipped_files"] = [p for p, _ in unusable]
+    spacing = tuple(float(v) for v in np.linalg.norm(geo.affine[:3, :3], axis=0))
+    return Volume(array=array, spacing=spacing, affine=geo.affine,  # type: ignore[arg-type]
+                  modality=modality if modality in ("CT", "MR") else "OT", units=units,
+                  window=_display_window(first_ds), source=src,
+                  description=str(first_ds.get("SeriesDescription", "") or ""))
+
+
+def list_series(paths: PathLike | Sequence[PathLike]) -> DicomScan:
+    """Scan ``paths`` without decoding pixels (for ``medrecon info``)."""
+    return scan_dicom(paths)
+
+
+def is_dicom_file(path: PathLike) -> bool:
+    """True when the file starts with the DICOM preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+__all__ = ["Frame", "SeriesInfo", "DicomScan", "scan_dicom", "choose_series", "check_geometry",
+           "read_dicom", "list_series", "collect_files", "is_dicom_file", "SOURCE_TAGS"]
