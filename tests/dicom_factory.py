@@ -195,10 +195,12 @@ def write_enhanced_ct(path: Path, volume: np.ndarray, spacing: Sequence[float] =
     return Path(path)
 
 
-def truncate(path: Path, keep_fraction: float = 0.6) -> Path:
-    """Cut a file to ``keep_fraction`` of its bytes (a broken download)."""
+def truncate(path: Path, keep_fraction: float = 0.6, drop_bytes: Optional[int] = None) -> Path:
+    """Cut a file to ``keep_fraction`` of its bytes, or drop its last ``drop_bytes`` (a
+    broken download)."""
     data = Path(path).read_bytes()
-    Path(path).write_bytes(data[: int(len(data) * keep_fraction)])
+    keep = len(data) - drop_bytes if drop_bytes is not None else int(len(data) * keep_fraction)
+    Path(path).write_bytes(data[:keep])
     return Path(path)
 
 

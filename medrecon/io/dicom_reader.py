@@ -202,18 +202,24 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
 def _pixel_problem(ds: Dataset, path: Path) -> Optional[str]:
     """Why a file's pixel data cannot be used (absent, colour, truncated), or None."""
     if not any(t in ds for t in _PIXEL_TAGS):
-        return "has no pixel data"
+        return (f"has no pixel data (if it should have, the file is truncated: it ends after "
+                f"{path.stat().st_size} bytes)")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return (f"is a colour image ({ds.get('PhotometricInterpretation', '?')}); medrecon "
                 f"reads greyscale CT/MR")
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     length = getattr(raw, "length", None)
     tell = getattr(raw, "value_tell", None)
-    if length is not None and tell is not None and length != 0xFFFFFFFF:
-        size = path.stat().st_size
-        if tell + length > size:
-            return (f"is truncated: pixel data needs {length} bytes but the file ends "
-                    f"{size - tell} bytes into it")
+    value = getattr(raw, "value", None)
+    if length is not None and length != 0xFFFFFFFF:
+        have = None
+        if isinstance(value, (bytes, bytearray)):
+            have = len(value)
+        elif tell is not None:
+            have = path.stat().st_size - tell
+        if have is not None and have < length:
+            return (f"is truncated: pixel data needs {length} bytes but the file holds "
+                    f"{max(have, 0)}")
     return None
 
 
@@ -231,7 +237,14 @@ def scan_dicom(paths: PathLike | Sequence[PathLike]) -> DicomScan:
         try:
             ds = pydicom.dcmread(path, defer_size=1024)
         except InvalidDicomError:
-            problems.append((path, "is not a DICOM file (no DICM preamble or file meta)"))
+            size = path.stat().st_size
+            if is_dicom_file(path):
+                why = "has a DICOM preamble but an unreadable header (truncated or damaged)"
+            elif size < 132:
+                why = f"is not a DICOM file (only {size} bytes: empty or truncated)"
+            else:
+                why = "is not a DICOM file (no DICM preamble or file meta)"
+            problems.append((path, why))
             continue
         except Exception as exc:  # pydicom raises many types on damaged headers
             problems.append((path, f"is not readable as DICOM (truncated or damaged header: "
@@ -242,8 +255,13 @@ def scan_dicom(paths: PathLike | Sequence[PathLike]) -> DicomScan:
             skipped.append(path)
             continue
         if "Rows" not in ds or "Columns" not in ds:
+            sop_name = getattr(ds.get("SOPClassUID"), "name", "")
             if any(t in ds for t in _PIXEL_TAGS):
                 problems.append((path, "has pixel data but no Rows/Columns"))
+            elif "Image Storage" in str(sop_name):
+                problems.append((path, f"is truncated or damaged: a {sop_name} object without "
+                                       f"Rows/Columns (the file ends after "
+                                       f"{path.stat().st_size} bytes)"))
             else:
                 non_image.append((path, f"{ds.get('Modality', '?')} object without an image "
                                         f"(SOP class {ds.get('SOPClassUID', '?')})"))
@@ -353,7 +371,7 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
     mixed = [f for f in frames if np.max(np.abs(f.iop - iop0)) > 1e-4]  # type: ignore[operator]
     if mixed:
         raise DataError(f"{where}: mixed orientations (ImageOrientationPatient): "
-                        + _group_labels(frames, lambda f: tuple(np.round(f.iop, 4))))
+                        + _group_labels(frames, lambda f: tuple(round(float(v), 4) for v in f.iop)))
     row, col = iop0[:3], iop0[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 \
             or abs(row @ col) > 1e-3:

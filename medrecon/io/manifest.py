@@ -159,6 +159,8 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     name = _req(data, "name", str, source)
     if not _NAME_RE.match(name):
         raise DataError(f"{source}: name {name!r} must be lower-case letters, digits and '-'")
+    title = _req(data, "title", str, source)
+    description = _req(data, "description", str, source)
     modality = _req(data, "modality", str, source)
     if modality not in MODALITIES:
         raise DataError(f"{source}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
@@ -198,8 +200,7 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     if isinstance(citation, str):
         citation = [citation]
     return Manifest(
-        name=name, title=_req(data, "title", str, source),
-        description=_req(data, "description", str, source), modality=modality,
+        name=name, title=title, description=description, modality=modality,
         licence=licence, obtain=obtain, checksums=checksums, preprocessing=prep,
         files=files, groups=groups, tasks=list(data.get("tasks") or []),
         used_by=str(data.get("used_by") or ""), citation=[str(c) for c in citation],
