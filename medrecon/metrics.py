@@ -5,7 +5,8 @@ magnitudes). The data range is always explicit: PSNR = 10 log10(range^2 / MSE).
 
 Per plane, a metric is computed on every 2D slice of that plane and averaged over slices, as the
 DiffusionMBIR paper reports it: axial slices are ``vol[z]``, coronal ``vol[:, y]``, sagittal
-``vol[:, :, x]``. Slices where the reference is constant (e.g. all air) still count.
+``vol[:, :, x]``. Slices where the reference is constant (e.g. all air outside the object) are
+left out of the plane average: their PSNR says nothing about the object and would inflate it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def plane_metrics(x: ArrayLike, ref: ArrayLike, data_range: float, plane: str) -
     if a.ndim != 3:
         raise ValueError(f"per-plane metrics need a [Z, Y, X] volume, got shape {a.shape}")
     a, b = np.moveaxis(a, _AXIS[plane], 0), np.moveaxis(b, _AXIS[plane], 0)
+    keep = [k for k in range(b.shape[0]) if np.ptp(b[k]) > 0]
+    if keep:
+        a, b = a[keep], b[keep]
     psnrs = [psnr(s, r, data_range) for s, r in zip(a, b)]
     finite = [p for p in psnrs if math.isfinite(p)]
     mean_psnr = float(np.mean(finite)) if finite else math.inf

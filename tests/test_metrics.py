@@ -29,13 +29,22 @@ def test_ssim_identity_and_degradation() -> None:
 
 
 def test_planes_see_different_errors() -> None:
-    ref = np.zeros((8, 8, 8))
+    ref = np.random.default_rng(0).random((8, 8, 8))
     x = ref.copy()
-    x[3] = 1.0  # a single bad axial slice: one axial slice fails, every coronal/sagittal slice has one bad row
+    x[3] += 1.0  # one bad axial slice: one axial slice fails, every coronal/sagittal slice has one bad row
     axial = plane_metrics(x, ref, 1.0, "axial")
     coronal = plane_metrics(x, ref, 1.0, "coronal")
     assert axial["psnr"] == pytest.approx(0.0)  # the finite mean is over the one bad slice
     assert coronal["psnr"] == pytest.approx(10 * math.log10(8))
+
+
+def test_constant_reference_slices_are_left_out() -> None:
+    ref = np.zeros((4, 8, 8))
+    ref[1:3, 2:6, 2:6] = np.random.default_rng(1).random((2, 4, 4))
+    x = ref + 0.1 * (ref > 0)
+    axial = plane_metrics(x, ref, 1.0, "axial")
+    # only the two slices with structure count: MSE = 0.01 * 16 / 64 on each
+    assert axial["psnr"] == pytest.approx(20.0 + 10 * math.log10(4), abs=1e-9)
 
 
 def test_volume_metrics_torch_complex_and_table() -> None:

@@ -1,0 +1,150 @@
+"""Typed method settings read from ``configs/*.yaml`` and the command line.
+
+Each method has a dataclass of settings with defaults. A config file is a YAML mapping
+``{method: NAME, task: TASK, settings: {...}}`` (``task`` optional); command-line overrides are
+``key=value`` strings. Unknown keys and values of the wrong type are refused with a message that
+names the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from medrecon.errors import UserError
+
+
+@dataclass
+class FBPSettings:
+    """Filtered backprojection (CT)."""
+
+    filter: str = "hann"             # ram-lak, shepp-logan, cosine, hamming, hann
+    frequency_scaling: float = 1.0   # cut-off as a fraction of Nyquist
+
+
+@dataclass
+class SIRTSettings:
+    iterations: int = 200
+    nonnegative: bool = True
+
+
+@dataclass
+class CGLSSettings:
+    iterations: int = 20
+
+
+@dataclass
+class TVSettings:
+    """ADMM-TV. ``lam = lam_rel * ||A||^2`` and ``rho = rho_rel * ||A||^2`` (exact-adjoint convention:
+    the regularisation does not change with the number of views or the pixel size)."""
+
+    lam_rel: float = 0.002
+    rho_rel: float = 0.05
+    iterations: int = 100
+    cg_iterations: int = 5
+    axes: str = "3d"                 # "z" (TV along z only, as DiffusionMBIR) or "3d" (anisotropic)
+    boundary: str = "neumann"        # or "circular"
+
+
+@dataclass
+class ZeroFilledSettings:
+    pass
+
+
+@dataclass
+class SenseSettings:
+    iterations: int = 30
+    l2: float = 0.0                  # Tikhonov weight (relative to ||A||^2 = 1 for normalised maps)
+
+
+SETTINGS: dict[str, type] = {
+    "fbp": FBPSettings, "sirt": SIRTSettings, "cgls": CGLSSettings, "tv": TVSettings,
+    "zero-filled": ZeroFilledSettings, "sense": SenseSettings,
+}
+
+
+def register(method: str, settings_type: type) -> None:
+    """Add the settings dataclass of a method defined elsewhere (e.g. the diffusion samplers)."""
+    SETTINGS[method] = settings_type
+
+
+def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+    target = type(default)
+    if default is None:
+        return value
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{where}: {key} must be true or false, got {value!r}")
+    if target in (int, float):
+        try:
+            number = float(value) if target is float else int(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: {key} must be a {target.__name__}, got {value!r}") from None
+        return number
+    if target in (list, tuple):
+        return list(value) if isinstance(value, (list, tuple)) else json.loads(value)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: {key} must be a string, got {value!r}")
+    return value
+
+
+def make_settings(method: str, values: Optional[dict] = None, where: str = "settings") -> Any:
+    """The settings dataclass of ``method`` with ``values`` applied (validated)."""
+    if method not in SETTINGS:
+        raise UserError(f"unknown method {method!r}; choose from {', '.join(sorted(SETTINGS))}")
+    cls = SETTINGS[method]
+    settings = cls()
+    names = {f.name for f in fields(cls)}
+    for key, value in (values or {}).items():
+        if key not in names:
+            raise UserError(f"{where}: unknown key {key!r} for method {method!r}; valid keys: "
+                            f"{', '.join(sorted(names)) or '(none)'}")
+        setattr(settings, key, _coerce(value, getattr(settings, key), key, where))
+    return settings
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config ``{method, task?, settings}``; errors name the file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: expected a mapping with keys method, task, settings")
+    unknown = set(data) - {"method", "task", "settings", "description"}
+    if unknown:
+        raise UserError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}; "
+                        f"expected method, task, settings, description")
+    if "method" not in data:
+        raise UserError(f"config file {path}: missing key 'method'")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise UserError(f"config file {path}: 'settings' must be a mapping")
+    make_settings(data["method"], settings, where=str(path))  # validate now
+    return data
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["lam_rel=0.01", "iterations=50"]`` -> dict (values are coerced by :func:`make_settings`)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def settings_dict(settings: Any) -> dict:
+    return dataclasses.asdict(settings)

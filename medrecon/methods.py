@@ -1,0 +1,76 @@
+"""Run a reconstruction method on a measurement: one entry point for every method.
+
+``run_method(m, method, settings)`` builds the operator, maps the data to working units (see
+:mod:`medrecon.tasks`), runs the method and returns the working-unit image ``[Z, Y, X]``
+(complex for MRI). The diffusion methods register themselves in :data:`DIFFUSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from medrecon.config import make_settings
+from medrecon.errors import UserError
+from medrecon.io.measurements import Measurement
+from medrecon.physics.operator import LinearOperator, operator_norm
+from medrecon.solvers import classical
+from medrecon.tasks import CT_TASKS, build_operator, data_in_working_units
+
+CT_METHODS = ("fbp", "sirt", "cgls", "tv")
+MRI_METHODS = ("zero-filled", "sense", "cgls", "tv")
+
+
+def methods_for(task: str) -> tuple[str, ...]:
+    return CT_METHODS if task in CT_TASKS else MRI_METHODS
+
+
+def _tv(op: LinearOperator, y: torch.Tensor, s: Any, progress: bool) -> torch.Tensor:
+    norm2 = operator_norm(op.subset(slice(0, 1)) if op.in_shape[0] is not None else op) ** 2
+    axes = {"z": (0,), "3d": (0, 1, 2)}.get(s.axes)
+    if axes is None:
+        raise UserError(f"tv: axes must be 'z' or '3d', got {s.axes!r}")
+    return classical.admm_tv(op, y, lam=s.lam_rel * norm2, rho=s.rho_rel * norm2,
+                             iterations=s.iterations, cg_iterations=s.cg_iterations, tv_axes=axes,
+                             boundary=s.boundary, progress=progress)
+
+
+def _fbp(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any) -> torch.Tensor:
+    from medrecon.physics.ct import CTGeometry
+    from medrecon.solvers.fbp import fbp
+
+    return fbp(y, CTGeometry.from_dict(m.geometry), filter=s.filter,
+               frequency_scaling=s.frequency_scaling)
+
+
+CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
+    "fbp": lambda m, op, y, s, p: _fbp(m, op, y, s),
+    "sirt": lambda m, op, y, s, p: classical.sirt(op, y, s.iterations, nonnegative=s.nonnegative, progress=p),
+    "cgls": lambda m, op, y, s, p: classical.cgls(op, y, s.iterations, progress=p),
+    "tv": lambda m, op, y, s, p: _tv(op, y, s, p),
+    "zero-filled": lambda m, op, y, s, p: classical.zero_filled(op, y),
+    "sense": lambda m, op, y, s, p: classical.sense(op, y, s.iterations, s.l2),
+}
+
+# Diffusion methods: name -> function(measurement, operator, data_working_units, settings, progress, device)
+DIFFUSION: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def run_method(m: Measurement, method: str, settings: Optional[Any] = None, device: str | torch.device = "cpu",
+               progress: bool = False, backend: str = "auto",
+               operator: Optional[LinearOperator] = None) -> torch.Tensor:
+    """Reconstruct ``m`` with ``method``; returns the working-unit image on ``device``."""
+    if method not in CLASSICAL and method not in DIFFUSION:
+        raise UserError(f"unknown method {method!r}; choose from "
+                        f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
+    if method in CLASSICAL and method not in methods_for(m.task):
+        raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
+                        f"choose from {', '.join(methods_for(m.task))}")
+    if settings is None or isinstance(settings, dict):
+        settings = make_settings(method, settings)
+    op = operator if operator is not None else build_operator(m, device=device, backend=backend)
+    y = data_in_working_units(m, op, device)
+    if method in DIFFUSION:
+        return DIFFUSION[method](m, op, y, settings, progress, device)
+    return CLASSICAL[method](m, op, y, settings, progress)
