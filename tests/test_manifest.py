@@ -140,3 +140,34 @@ def test_verify_never_writes(tmp_path):
     before = sorted((p, p.stat().st_mtime_ns) for p in Path(tmp_path).rglob("*"))
     verify_manifest(manifest, root)
     assert sorted((p, p.stat().st_mtime_ns) for p in Path(tmp_path).rglob("*")) == before
+
+
+def test_data_cli_verify_exit_codes_and_pin(tmp_path, capsys):
+    from medrecon.cli import main
+    root = tmp_path / "study"
+    (root / "dicom" / "s1").mkdir(parents=True)
+    assert main(["data", "verify", "local-study", "--root", str(root)]) == 1
+    assert "SHORT: dicom/**/*" in capsys.readouterr().out
+    (root / "dicom" / "s1" / "a.dcm").write_bytes(b"x" * 10)
+    assert main(["data", "verify", "local-study", "--root", str(root)]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    out = tmp_path / "pinned.yaml"
+    assert main(["data", "pin", "local-study", "--root", str(root), "--out", str(out)]) == 0
+    assert main(["data", "verify", str(out), "--root", str(root)]) == 0
+    assert "1 verified" in capsys.readouterr().out
+    (root / "dicom" / "s1" / "a.dcm").write_bytes(b"y" * 10)
+    assert main(["data", "verify", str(out), "--root", str(root)]) == 1
+    assert "BAD CHECKSUM: dicom/s1/a.dcm" in capsys.readouterr().out
+    assert main(["data", "pin", "local-study", "--root", str(root), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["data", "verify", "no-such-manifest", "--root", str(root)]) == 2
+    assert "shipped manifests: aapm-ldct-grand-challenge" in capsys.readouterr().err
+
+
+def test_data_cli_list_and_show(capsys):
+    from medrecon.cli import main
+    assert main(["data", "list"]) == 0
+    assert "fastmri-knee-multicoil" in capsys.readouterr().out
+    assert main(["data", "show", "fastmri-knee-multicoil"]) == 0
+    out = capsys.readouterr().out
+    assert "fastMRI Dataset Sharing Agreement" in out and "multicoil_train/*.h5" in out

@@ -8,6 +8,7 @@ derived DICOM series. Conventions (array ``[Z, Y, X]``, affine to LPS) are in
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,3 +62,26 @@ def save_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False
 __all__ = ["Volume", "load_volume", "save_volume", "write_dicom_series", "read_dicom",
            "scan_dicom", "load_nifti", "save_nifti", "Measurement", "save_measurement",
            "load_measurement", "load_fastmri_kspace", "is_measurement_file"]
+
+
+def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that reads a VOLUME (see :func:`load_volume_arg`)."""
+    parser.add_argument("--series", default=None, metavar="UID|INDEX",
+                        help="DICOM input holding several series: SeriesInstanceUID or 0-based "
+                             "index from `medrecon info DIR`")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="load a DICOM series despite unusable files (not DICOM, truncated, "
+                             "no pixel data) and fill missing slices by interpolation (warned)")
+    parser.add_argument("--spacing-tolerance", type=float, default=0.01, metavar="FRACTION",
+                        help="allowed relative deviation of DICOM slice gaps from their median")
+
+
+def load_volume_arg(path: str | os.PathLike, args: argparse.Namespace) -> Volume:
+    """:func:`load_volume` with the options added by :func:`add_volume_arguments` (missing
+    options fall back to the defaults)."""
+    return load_volume(path, series=getattr(args, "series", None),
+                       allow_incomplete=getattr(args, "allow_incomplete", False),
+                       spacing_tolerance=getattr(args, "spacing_tolerance", 0.01))
+
+
+__all__ += ["add_volume_arguments", "load_volume_arg"]

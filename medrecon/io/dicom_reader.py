@@ -408,7 +408,13 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
         tilt = 0.0
     else:
         gaps = np.diff(d)
-        nominal = float(np.median(gaps))
+        # nominal gap: the smallest one when every gap is a whole multiple of it (slices
+        # missing), else the median (then the odd gaps are reported as non-uniform)
+        r_min = gaps / gaps.min()
+        if np.all(np.abs(r_min - np.rint(r_min)) <= spacing_tolerance * np.rint(r_min)):
+            nominal = float(np.mean(gaps[np.rint(r_min) == 1]))
+        else:
+            nominal = float(np.median(gaps))
         ratio = gaps / nominal
         mult = np.rint(ratio)
         missing = [(i, int(m) - 1) for i, (r, m) in enumerate(zip(ratio, mult))
@@ -418,7 +424,7 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
         if irregular:
             desc = "; ".join(f"{gaps[i]:.4g} mm between {keep[i].label} and {keep[i + 1].label}"
                              for i in irregular[:4])
-            raise DataError(f"{where}: non-uniform slice spacing (median {nominal:.4g} mm, "
+            raise DataError(f"{where}: non-uniform slice spacing (nominal {nominal:.4g} mm, "
                             f"tolerance {spacing_tolerance:.3g} relative): {desc}")
         if missing and not allow_missing:
             desc = "; ".join(f"{m} slice(s) between {keep[i].label} and {keep[i + 1].label}"

@@ -275,7 +275,8 @@ class VerifyReport:
     ``missing``: required and absent; ``optional_missing``: absent but not required;
     ``bad_checksum`` / ``bad_size``: present but different; ``escaping``: reached through a
     link that leaves the root; ``groups``: ``(pattern, found, min_count, expected_count)``;
-    ``short_groups``: required groups with fewer than ``min_count`` files.
+    ``short_groups``: required groups with fewer than ``min_count`` files;
+    ``optional_groups``: patterns of groups that are not required (reported only).
     """
     manifest: str
     root: Path
@@ -288,6 +289,7 @@ class VerifyReport:
     escaping: list[str] = field(default_factory=list)
     groups: list[tuple[str, int, int, Optional[int]]] = field(default_factory=list)
     short_groups: list[str] = field(default_factory=list)
+    optional_groups: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -305,6 +307,9 @@ class VerifyReport:
             out += [f"  {label}: {p}" for p in items]
         for pattern, found, min_count, expected in self.groups:
             exp = f", dataset has {expected}" if expected is not None else ""
+            if pattern in self.optional_groups:
+                out.append(f"  optional group: {pattern}: {found} file(s) found{exp}")
+                continue
             flag = "SHORT" if pattern in self.short_groups else "group"
             out.append(f"  {flag}: {pattern}: {found} file(s) found (need >= {min_count}{exp})")
         out.append(f"{'PASSED' if self.passed else 'FAILED'}: {len(self.ok)} verified, "
@@ -361,6 +366,8 @@ def verify_manifest(manifest: str | os.PathLike | Manifest, root: str | os.PathL
         inside = [p for p in found if _inside(p, root_res)]
         report.escaping += [p.relative_to(root).as_posix() for p in found if p not in inside]
         report.groups.append((g.pattern, len(inside), g.min_count, g.expected_count))
+        if not g.required:
+            report.optional_groups.append(g.pattern)
         if len(inside) < g.min_count and g.required:
             report.short_groups.append(g.pattern)
     return report
