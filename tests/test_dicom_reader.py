@@ -230,6 +230,13 @@ def test_no_image_series_found(tmp_path):
         load_volume(tmp_path / "e")
 
 
+def test_folder_of_nifti_files_gets_a_hint(tmp_path):
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "brain.nii.gz").write_bytes(b"\x1f\x8b not really")
+    with pytest.raises(DataError, match=r"for NIfTI input pass the file itself.*brain\.nii\.gz"):
+        load_volume(tmp_path / "n")
+
+
 def test_nonexistent_input(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_volume(tmp_path / "nope")

@@ -115,3 +115,29 @@ def test_failed_write_leaves_nothing(tmp_path, study, monkeypatch):
         write_dicom_series(ref, tmp_path / "out", reference=ref, method="fbp", task="t")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_left_handed_volume_keeps_every_voxel_position(tmp_path):
+    # x -> L, y -> P, slices towards the feet: against the row x column normal (+S)
+    aff = np.array([[0, 0, 1.0, 5.0], [0, 1.0, 0, 6.0], [-2.0, 0, 0, 7.0], [0, 0, 0, 1]])
+    arr = phantom_hu((4, 6, 5), seed=3)
+    v = Volume(arr, spacing=(2.0, 1.0, 1.0), affine=aff, modality="CT", units="HU")
+    write_dicom_series(v, tmp_path / "o", method="fbp", task="t")
+    back = load_volume(tmp_path / "o")
+    np.testing.assert_array_equal(back.array, arr[::-1])
+    for k in range(4):
+        np.testing.assert_allclose(back.affine @ [k, 2, 3, 1], v.affine @ [3 - k, 2, 3, 1])
+
+
+def test_dicom_in_nifti_and_dicom_out_chain(tmp_path, study):
+    """The issue's 'done when': DICOM CT in, NIfTI and a derived DICOM series out."""
+    from medrecon.io import save_volume
+    hu, ref = study
+    save_volume(ref, tmp_path / "ct.nii.gz")
+    via_nifti = load_volume(tmp_path / "ct.nii.gz")
+    write_dicom_series(via_nifti, tmp_path / "derived", reference=ref, method="fbp",
+                       task="sparse-view-ct")
+    out = load_volume(tmp_path / "derived")
+    np.testing.assert_array_equal(out.array, hu)  # integer HU survive exactly
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    assert out.source["StudyInstanceUID"] == ref.source["StudyInstanceUID"]

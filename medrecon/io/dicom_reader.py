@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pydicom
@@ -294,7 +294,9 @@ def choose_series(scan: DicomScan, series: Optional[str | int], where: str) -> S
     """Pick the series named by UID or index; several without a choice is a UserError."""
     if not scan.series:
         details = [f"{p} {why}" for p, why in scan.problems + scan.non_image]
-        raise DataError(f"{where}: no DICOM image series found"
+        nifti = [p for p, _ in scan.problems if str(p).lower().endswith((".nii", ".nii.gz"))]
+        hint = f" (for NIfTI input pass the file itself, e.g. {nifti[0]})" if nifti else ""
+        raise DataError(f"{where}: no DICOM image series found{hint}"
                         + (": " + "; ".join(details[:_MAX_LISTED]) if details else ""))
     if series is None:
         if len(scan.series) == 1:

@@ -5,7 +5,9 @@
   (else from ``volume.source``; else a new anonymous study).
 - ImageType ``DERIVED\\SECONDARY``; SeriesDescription names the method and the task.
 - Per-slice geometry from the volume's affine (ImagePositionPatient, ImageOrientationPatient,
-  PixelSpacing, SliceThickness), so the series reads back with the same affine.
+  PixelSpacing, SliceThickness), so the series reads back with the same affine. (A volume
+  whose slice axis points against the row x column normal, possible for NIfTI input, reads
+  back with its slices in reverse order: every voxel keeps its patient position.)
 - CT is written in HU (window01 or 1/mm volumes are converted first) with slope 1 when the
   HU range fits int16 (error <= 0.5 HU), otherwise with a slope covering the range; MR and
   other data use a slope mapping the volume's range onto int16.
