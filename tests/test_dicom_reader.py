@@ -264,3 +264,23 @@ def test_compressed_series_rle_and_jpeg2000(tmp_path):
     assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == JPEG2000Lossless
     v = load_volume(tmp_path / "c")
     np.testing.assert_array_equal(v.array, vol)
+
+
+def test_undecodable_compressed_pixel_data_named(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+    vol = phantom_hu((4, 8, 8), seed=5)
+    paths = write_series(tmp_path / "j", vol)
+    ds = pydicom.dcmread(paths[2])
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([bytes(range(200))])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(paths[2])
+    with pytest.raises(DataError) as exc:
+        load_volume(tmp_path / "j")
+    msg = str(exc.value)
+    assert f"{paths[2]}: pixel data could not be decoded (transfer syntax JPEG 2000" in msg
+    v = load_volume(tmp_path / "j", allow_incomplete=True)
+    assert v.source["interpolated_slices"] == [2] and v.source["skipped_files"] == [str(paths[2])]
+    np.testing.assert_array_equal(v.array[[0, 1, 3]], vol[[0, 1, 3]])

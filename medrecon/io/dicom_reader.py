@@ -336,8 +336,8 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
                    allow_missing: bool = False, where: str = "series") -> StackGeometry:
     """Sort frames along the slice normal and check that they form one regular stack.
 
-    ``spacing_tolerance`` is relative: each gap may differ from the median gap by this
-    fraction. Raises :class:`DataError` naming the files for mixed sizes, pixel spacings or
+    ``spacing_tolerance`` is relative: each gap may differ from the nominal gap (the
+    smallest, when all gaps are whole multiples of it, else the median) by this fraction. Raises :class:`DataError` naming the files for mixed sizes, pixel spacings or
     orientations, missing geometry, duplicate positions, missing slices (unless
     ``allow_missing``), non-uniform spacing and slices off a straight line.
     """
@@ -396,8 +396,10 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
                 log.warning("%s repeats SOPInstanceUID %s of %s; using one copy", f.label,
                             f.sop_uid, prev.label)
                 continue
+            hint = (" (one multi-frame file with several echoes, phases or time points per "
+                    "position: 4D data is not supported)") if prev.path == f.path else ""
             raise DataError(f"{where}: duplicate slice position {dk:.3f} mm along the normal "
-                            f"in {prev.label} and {f.label}")
+                            f"in {prev.label} and {f.label}{hint}")
         keep.append(f)
         kept_d.append(dk)
     d = np.array(kept_d)
@@ -558,6 +560,7 @@ def read_dicom(paths: PathLike | Sequence[PathLike], series: Optional[str | int]
     geo = check_geometry(frames, spacing_tolerance, allow_incomplete, where_series)
     present = [f for f in geo.frames if f is not None]
     images, failures, datasets = _decode(present)
+    decode_failures = list(failures)
     if failures:
         msg = "; ".join(f"{p}: {why}" for p, why in failures[:_MAX_LISTED])
         if not allow_incomplete:
@@ -569,6 +572,9 @@ def read_dicom(paths: PathLike | Sequence[PathLike], series: Optional[str | int]
         geo = check_geometry(frames, spacing_tolerance, allow_incomplete, where_series)
         present = [f for f in geo.frames if f is not None]
         images, failures, datasets = _decode(present)
+        if failures:
+            raise DataError(f"{where_series}: decoding failed again: "
+                            + "; ".join(f"{p}: {why}" for p, why in failures[:_MAX_LISTED]))
     stack: list[Optional[np.ndarray]] = []
     it = iter(range(len(present)))
     for f in geo.frames:
@@ -602,8 +608,9 @@ def read_dicom(paths: PathLike | Sequence[PathLike], series: Optional[str | int]
         src["gantry_tilt_deg"] = round(geo.tilt_deg, 4)
     if interpolated:
         src["interpolated_slices"] = interpolated
-    if allow_incomplete and (unusable or failures):
-        src["skipped_files"] = [p for p, _ in unusable]
+    skipped = [p for p, _ in unusable] + [p for p, _ in decode_failures]
+    if skipped:
+        src["skipped_files"] = skipped
     spacing = tuple(float(v) for v in np.linalg.norm(geo.affine[:3, :3], axis=0))
     return Volume(array=array, spacing=spacing, affine=geo.affine,  # type: ignore[arg-type]
                   modality=modality if modality in ("CT", "MR") else "OT", units=units,
