@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="with --series: skip unusable files and interpolate missing slices")
     p.add_argument("--spacing-tolerance", type=float, default=0.01, metavar="FRACTION",
-                   help="allowed relative deviation of DICOM slice gaps from their median")
+                   help="allowed relative deviation of DICOM slice gaps from the nominal gap")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 

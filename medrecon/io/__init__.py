@@ -73,7 +73,7 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
                         help="load a DICOM series despite unusable files (not DICOM, truncated, "
                              "no pixel data) and fill missing slices by interpolation (warned)")
     parser.add_argument("--spacing-tolerance", type=float, default=0.01, metavar="FRACTION",
-                        help="allowed relative deviation of DICOM slice gaps from their median")
+                        help="allowed relative deviation of DICOM slice gaps from the nominal gap")
 
 
 def load_volume_arg(path: str | os.PathLike, args: argparse.Namespace) -> Volume:
