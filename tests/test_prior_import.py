@@ -183,6 +183,13 @@ def test_output_exists_needs_overwrite(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adm_config.json", "p"]
 
 
+def test_default_config_is_the_full_size_network(tmp_path: Path) -> None:
+    # no config: the published AAPM-256 configuration, which the tiny fixture does not fit
+    with pytest.raises(DataError, match=r"adm_tiny.pt: weights do not match .*missing"):
+        import_published("adm", DATA / "adm_tiny.pt", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
 def test_build_denoiser_refuses_bad_cards(tmp_path: Path) -> None:
     out = import_published("adm", DATA / "adm_tiny.pt", tmp_path / "p", config=config("adm"))
     card = json.loads((out / "model_card.json").read_text())

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from medrecon.errors import UserError
 from medrecon.published import ADMConfig, ADMDenoiser, ADMUNet, autocast_context, build_network
-from medrecon.published.importer import _split_card_options, adm_state, load_published, read_config
+from medrecon.published.importer import split_card_options, adm_state, load_published, read_config
 
 DATA = Path(__file__).parent / "data" / "published"
 REPO = Path(__file__).resolve().parents[1]
@@ -71,13 +71,13 @@ def test_reproduces_reference_outputs(source: str) -> None:
 def test_resolved_config_matches_published_hyperparameters() -> None:
     cfg = ADMConfig.from_dict(tiny_config())
     assert (cfg.model_channels, cfg.out_channels, cfg.attention_ds, cfg.channel_mult) == (32, 2, (2,), (1, 1))
-    full, _, _ = _split_card_options(read_config(REPO / "configs/published/adm_aapm256.yaml", "adm"))
+    full, _, _ = split_card_options(read_config(REPO / "configs/published/adm_aapm256.yaml", "adm"))
     f = ADMConfig.from_dict(full)
     assert f.channel_mult == (1, 1, 2, 2, 4, 4) and f.attention_ds == (16,) and f.heads(1024) == 16
 
 
 def test_full_size_config_matches_recorded_keys_on_meta() -> None:
-    cfg, _, _ = _split_card_options(read_config(REPO / "configs/published/adm_aapm256.yaml", "adm"))
+    cfg, _, _ = split_card_options(read_config(REPO / "configs/published/adm_aapm256.yaml", "adm"))
     net = build_network("adm", cfg, "meta")
     got = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
            for k, v in net.state_dict().items()]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from medrecon.errors import UserError
 from medrecon.published import NCSNpp, NCSNppDenoiser, build_network, prepare_for_inference
-from medrecon.published.importer import _split_card_options, load_published, ncsnpp_states, read_config
+from medrecon.published.importer import split_card_options, load_published, ncsnpp_states, read_config
 
 DATA = Path(__file__).parent / "data" / "published"
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_ema_state_equals_published_inference_weights() -> None:
 
 
 def test_full_size_config_matches_recorded_keys_on_meta() -> None:
-    cfg, _, _ = _split_card_options(read_config(REPO / "configs/published/ncsnpp_aapm256.yaml", "ncsnpp"))
+    cfg, _, _ = split_card_options(read_config(REPO / "configs/published/ncsnpp_aapm256.yaml", "ncsnpp"))
     net = build_network("ncsnpp", cfg, "meta")
     got = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
            for k, v in net.state_dict().items()]
@@ -96,7 +96,7 @@ def test_full_size_config_matches_recorded_keys_on_meta() -> None:
 
 
 def test_full_size_attention_only_in_bottleneck() -> None:
-    cfg, _, _ = _split_card_options(read_config(REPO / "configs/published/ncsnpp_aapm256.yaml", "ncsnpp"))
+    cfg, _, _ = split_card_options(read_config(REPO / "configs/published/ncsnpp_aapm256.yaml", "ncsnpp"))
     net = build_network("ncsnpp", cfg, "meta")
     attn = [i for i, m in enumerate(net.all_modules) if type(m).__name__ == "AttnBlock"]
     assert attn == [27] and len(net.all_modules) == 54
@@ -153,3 +153,25 @@ def test_config_requires_sizes() -> None:
     cfg = {k: v for k, v in tiny_config().items() if k != "model.nf"}
     with pytest.raises(UserError, match="nf"):
         NCSNpp(cfg)
+
+
+def test_refuses_other_slice_sizes() -> None:
+    net = NCSNpp(tiny_config())
+    with pytest.raises(ValueError, match="built for 32x32"):
+        net(torch.zeros(1, 1, 64, 64), torch.ones(1))
+
+
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 3)])
+def test_fir_resampling_matches_upfirdn_definition(taps: tuple[int, ...]) -> None:
+    """Up: zero-insertion, pad (2, 1), filter 4K. Down: pad (1, 1), filter K, keep even samples."""
+    from medrecon.published.layers import fir_downsample, fir_filter, fir_kernel_2d, fir_upsample
+
+    k = fir_kernel_2d(taps)
+    x = torch.randn(2, 3, 8, 8)
+    up = torch.zeros(2, 3, 16, 16)
+    up[:, :, ::2, ::2] = x
+    ref_up = fir_filter(torch.nn.functional.pad(up, (2, 1, 2, 1)), 4 * k)
+    assert (fir_upsample(x, k) - ref_up).abs().max().item() < 1e-6
+    ref_down = fir_filter(torch.nn.functional.pad(x, (1, 1, 1, 1)), k)[:, :, ::2, ::2]
+    assert (fir_downsample(x, k) - ref_down).abs().max().item() < 1e-6
+    assert torch.allclose(k.sum(), torch.tensor(1.0))

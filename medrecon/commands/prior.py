@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--output", required=True, metavar="PRIOR_DIR",
                      help="prior directory to create")
     imp.add_argument("--name", default=None,
-                     help="name recorded in the model card (default: from --config, else the "
-                          "output directory name)")
+                     help="name recorded in the model card; if omitted: the 'name' in --config, "
+                          "else the output directory name")
     imp.add_argument("--overwrite", action="store_true",
                      help="replace PRIOR_DIR if it exists")
 

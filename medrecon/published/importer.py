@@ -135,8 +135,9 @@ def ncsnpp_states(ckpt: Any, config: Mapping[str, Any], source: str
     if not isinstance(ema, Mapping) or "shadow_params" not in ema:
         raise DataError(f"{source}: the 'ema' entry has no 'shadow_params' list")
     shadow = ema["shadow_params"]
-    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-    order = [k for k in raw if k in trainable]          # stored order == parameters() order
+    # the shadow list follows model.parameters() of the published net, skipping frozen ones;
+    # medrecon's NCSNpp registers its parameters in the same order (checked by the key tests)
+    order = [n for n, p in net.named_parameters() if p.requires_grad]
     if not isinstance(shadow, (list, tuple)) or len(shadow) != len(order):
         n = len(shadow) if isinstance(shadow, (list, tuple)) else type(shadow).__name__
         raise DataError(f"{source}: ema shadow_params has {n} entries, expected {len(order)} "
@@ -224,7 +225,7 @@ def write_prior_dir(directory: str | Path, card: dict, ema_state: Mapping[str, t
 # The import itself
 # ------------------------------------------------------------------------------------------------
 
-def _split_card_options(config: Mapping[str, Any]) -> tuple[dict, dict, Optional[str]]:
+def split_card_options(config: Mapping[str, Any]) -> tuple[dict, dict, Optional[str]]:
     """Separate the card-only sections (``intensity``, ``name``) from the network config."""
     net_cfg = {k: v for k, v in config.items() if k not in ("intensity", "name")}
     intensity = config.get("intensity") or {}
@@ -298,7 +299,7 @@ def import_published(fmt: str, checkpoint: str | Path, output: str | Path,
     out = Path(output)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (use --overwrite to replace it)")
-    net_cfg, intensity, cfg_name = _split_card_options(config if config is not None
+    net_cfg, intensity, cfg_name = split_card_options(config if config is not None
                                                        else read_config(None, fmt))
     obj = load_published(src)
     if fmt == "ncsnpp":

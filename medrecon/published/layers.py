@@ -22,35 +22,35 @@ def fir_kernel_2d(k: Sequence[float], device=None, dtype=None) -> torch.Tensor:
     return k2 if dtype is None else k2.to(dtype)
 
 
-def fir_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def fir_filter(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """Filter every channel of ``x`` with the same 2D ``kernel`` (valid convolution, no padding)."""
     c = x.shape[1]
     w = kernel.to(dtype=x.dtype, device=x.device)
     w = w.flip((0, 1))[None, None].expand(c, 1, *kernel.shape)  # convolution, as upfirdn does
-    return F.conv2d(x, w, groups=c)
+    return F.conv2d(x, w, stride=stride, groups=c)
 
 
 def fir_upsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """x2 FIR upsampling ``[B, C, H, W] -> [B, C, 2H, 2W]``.
 
-    Zero-insertion (samples on even positions), zero padding ``p0 = (n - 2 + 1) // 2 + 1`` before
-    and ``(n - 2) // 2`` after (2 and 1 for a 4-tap kernel), then filtering with ``4 K``.
+    Defined as: insert zeros (samples on even positions), zero-pad ``(n - 2 + 1) // 2 + 1`` before
+    and ``(n - 2) // 2`` after (2 and 1 for a 4-tap kernel), filter with ``4 K``. Computed as the
+    equivalent stride-2 transposed convolution, which never builds the zero-filled 2H x 2W input.
     """
-    b, c, h, w = x.shape
-    n = kernel.shape[0]
-    up = x.new_zeros(b, c, 2 * h, 2 * w)
-    up[:, :, ::2, ::2] = x
-    p = n - 2
-    before, after = (p + 1) // 2 + 1, p // 2
-    up = F.pad(up, (before, after, before, after))
-    return fir_filter(up, kernel * 4)
+    c, n = x.shape[1], kernel.shape[0]
+    before, after = (n - 1) // 2 + 1, (n - 2) // 2
+    crop_lo, crop_hi = n - 1 - before, n - 2 - after
+    w = (kernel * 4).to(dtype=x.dtype, device=x.device)[None, None].expand(c, 1, n, n)
+    y = F.conv_transpose2d(x, w, stride=2, groups=c)         # [B, C, 2H + n - 2, ...]
+    return y[:, :, crop_lo: y.shape[2] - crop_hi, crop_lo: y.shape[3] - crop_hi]
 
 
 def fir_downsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """x2 FIR downsampling ``[B, C, H, W] -> [B, C, H/2, W/2]``: pad, filter with ``K``, keep even samples."""
+    """x2 FIR downsampling ``[B, C, H, W] -> [B, C, H/2, W/2]``: zero-pad ``(n-2+1)//2`` before and
+    ``(n-2)//2`` after, filter with ``K``, keep every second sample from 0 (a stride-2 filter)."""
     p = kernel.shape[0] - 2
     x = F.pad(x, ((p + 1) // 2, p // 2, (p + 1) // 2, p // 2))
-    return fir_filter(x, kernel)[:, :, ::2, ::2]
+    return fir_filter(x, kernel, stride=2)
 
 
 class GroupNorm32(nn.GroupNorm):

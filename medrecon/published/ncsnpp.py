@@ -194,6 +194,10 @@ class NCSNpp(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Score estimate; ``x`` ``[B, C, H, W]``, ``sigma`` ``[B]`` (noise std, data units)."""
         cfg = self.config
+        if x.shape[-2:] != (cfg.image_size, cfg.image_size):
+            # attention placement follows the tensor width, so other sizes change the graph
+            raise ValueError(f"NCSN++ built for {cfg.image_size}x{cfg.image_size} slices, got "
+                             f"{tuple(x.shape[-2:])}")
         it: Iterator[nn.Module] = iter(self.all_modules)
         sigma = sigma.reshape(-1)
         temb = next(it)(torch.log(sigma.float()))            # [B, 2 nf], float32
