@@ -85,6 +85,8 @@ class NCSNppDenoiser(_PublishedDenoiser):
 class ADMDenoiser(_PublishedDenoiser):
     """VE denoiser from the ADM epsilon network on the linear-beta VP schedule (fractional timesteps)."""
 
+    SNAP = 1e-3   # timesteps this close to an integer are taken as that integer
+
     def __init__(self, net: ADMUNet, beta_start: float = 1e-4, beta_end: float = 0.02,
                  timesteps: int = 1000, precision: str = "auto"):
         super().__init__(net, precision)
@@ -103,6 +105,8 @@ class ADMDenoiser(_PublishedDenoiser):
         """Fractional timestep ``[B]`` (float64) with ``alpha_bar(t) = alpha_bar``, clamped to ``[0, T-1]``.
 
         Piecewise linear in ``log alpha_bar`` between the discrete steps, exact at integer steps.
+        Values within ``SNAP`` of an integer are snapped to it, so a float32 ``alpha_bar[t]`` of the
+        discrete schedule gives exactly the published integer timestep ``t``.
         """
         la = self.log_alpha_bar.to(alpha_bar.device)
         target = torch.log(alpha_bar.to(torch.float64).reshape(-1))
@@ -110,6 +114,8 @@ class ADMDenoiser(_PublishedDenoiser):
         idx = torch.searchsorted(-la, -target, right=False).clamp(1, la.numel() - 1)
         lo, hi = la[idx - 1], la[idx]
         t = (idx - 1).to(torch.float64) + (lo - target) / (lo - hi)
+        nearest = t.round()
+        t = torch.where((t - nearest).abs() < self.SNAP, nearest, t)
         return t.clamp(0.0, float(la.numel() - 1))
 
     def eps_at_timestep(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
