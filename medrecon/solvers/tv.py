@@ -38,16 +38,28 @@ class FiniteDifference(LinearOperator):
         self.axes, self.boundary = axes, boundary
 
     def _diff(self, v: torch.Tensor, axis: int) -> torch.Tensor:
-        d = torch.roll(v, shifts=-1, dims=axis) - v
+        n = v.shape[axis]
+        d = torch.empty_like(v)
+        torch.sub(v.narrow(axis, 1, n - 1), v.narrow(axis, 0, n - 1), out=d.narrow(axis, 0, n - 1))
+        last = d.narrow(axis, n - 1, 1)
         if self.boundary == "neumann":
-            d.select(axis, v.shape[axis] - 1).zero_()
+            last.zero_()
+        else:
+            torch.sub(v.narrow(axis, 0, 1), v.narrow(axis, n - 1, 1), out=last)
         return d
 
     def _diff_adjoint(self, g: torch.Tensor, axis: int) -> torch.Tensor:
+        # (D^T g)_k = g_{k-1} - g_k, with g_{-1} = g_{n-1} (circular) or g_{-1} = g_{n-1} = 0 (Neumann)
+        n = g.shape[axis]
+        out = -g
+        out.narrow(axis, 1, n - 1).add_(g.narrow(axis, 0, n - 1))
         if self.boundary == "neumann":
-            g = g.clone()
-            g.select(axis, g.shape[axis] - 1).zero_()
-        return torch.roll(g, shifts=1, dims=axis) - g
+            out.narrow(axis, n - 1, 1).zero_()
+            if n > 1:
+                out.narrow(axis, n - 1, 1).add_(g.narrow(axis, n - 2, 1))
+        else:
+            out.narrow(axis, 0, 1).add_(g.narrow(axis, n - 1, 1))
+        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([self._diff(x, a) for a in self.axes], dim=1)
