@@ -374,12 +374,12 @@ class _TorchProjector:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.shape[0]
-        y = torch.sparse.mm(self.a, x.reshape(z, -1).T.contiguous())
+        y = torch.sparse.mm(self.a, x.reshape(z, self.a.shape[1]).T.contiguous())
         return y.T.reshape(z, *self.geometry.sinogram_shape).contiguous()
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         z = y.shape[0]
-        x = torch.sparse.mm(self.at, y.reshape(z, -1).T.contiguous())
+        x = torch.sparse.mm(self.at, y.reshape(z, self.at.shape[1]).T.contiguous())
         return x.T.reshape(z, *self.geometry.image_shape).contiguous()
 
 
