@@ -79,3 +79,26 @@ class AdmmTV:
         for _ in tqdm(range(iterations), desc="ADMM-TV", disable=not progress, leave=False):
             x, state = self.step(x, state)
         return x
+
+
+# -- extension used by the diffusion samplers (medrecon.samplers.dds) ---------------------------
+@torch.no_grad()
+def proximal_step(admm: AdmmTV, x: torch.Tensor, state: AdmmState, anchor: torch.Tensor,
+                  weight: float, cg_iterations: Optional[int] = None
+                  ) -> tuple[torch.Tensor, AdmmState]:
+    """One ADMM iteration whose x-update also pulls towards ``anchor`` (noisy-data DDS):
+
+        (A^H A + rho D^T D + weight I) x = A^H y + rho D^T (z - u) + weight * anchor
+
+    i.e. ``min ||y - A x||^2 / 2 + weight ||x - anchor||^2 / 2 + lambda ||D x||_1``
+    (``weight = 1 / gamma`` of ``(I + gamma A^H A) x = anchor + gamma A^H y``); warm-started at
+    ``x``. ``weight = 0`` is :meth:`AdmmTV.step`.
+    """
+    if weight < 0:
+        raise ValueError(f"proximal weight must be >= 0, got {weight}")
+    rhs = admm.aty + admm.rho * admm.diff.adjoint(state.z - state.u) + weight * anchor
+    x = conjugate_gradient(lambda v: admm._normal(v) + weight * v, rhs, x0=x,
+                           iterations=cg_iterations or admm.cg_iterations)
+    dx = admm.diff.forward(x)
+    z = soft_threshold(dx + state.u, admm.lam / admm.rho)
+    return x, AdmmState(z=z, u=state.u + dx - z)

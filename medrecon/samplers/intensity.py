@@ -1,0 +1,112 @@
+"""Map measurements between physical units and the prior's units (samplers work in prior units).
+
+A prior records its intensity window in its model card (``card["intensity"]["window"] = [lo, hi]``,
+convention "window01"): prior value ``x_p`` is the physical value ``x = lo + (hi - lo) x_p``.
+Because ``A`` is linear, the measurement of ``x`` maps to the measurement of ``x_p`` by
+
+    y_p = (y - lo * A 1) / (hi - lo)
+
+(``A 1``: the operator applied to an image of ones), and a reconstruction maps back by
+``x = lo + (hi - lo) x_p``. An extra affine change of physical units (e.g. HU to linear
+attenuation, ``mu = mu_water (1 + HU / 1000)``) composes with :meth:`IntensityMap.then`.
+
+MRI has no absolute intensity scale. medrecon's k-space normalisation (:func:`mri_intensity`):
+scale so that the 99th percentile of the magnitude of a short SENSE reconstruction
+(10 CG iterations of ``A^H A x = A^H y``) equals ``target`` (1 by default, the top of a [0, 1]
+window); i.e. ``lo = 0`` and ``hi - lo = p99 / target``. Complex images never get an offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from medrecon.errors import DataError, UserError
+from medrecon.physics.operator import LinearOperator
+from medrecon.solvers.classical import sense
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """``x_physical = lo + scale * x_prior`` (``scale = hi - lo`` of the prior's window)."""
+
+    lo: float
+    scale: float
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise UserError(f"intensity window must have hi > lo, got scale {self.scale}")
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The physical values ``(lo, hi)`` that map to prior values 0 and 1."""
+        return (self.lo, self.lo + self.scale)
+
+    def then(self, offset: float, gain: float) -> "IntensityMap":
+        """The map to new physical units ``x' = offset + gain * x``."""
+        if gain <= 0:
+            raise UserError(f"unit conversion gain must be positive, got {gain}")
+        return IntensityMap(offset + gain * self.lo, gain * self.scale)
+
+    def image_to_prior(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.lo) / self.scale
+
+    def image_from_prior(self, x_prior: torch.Tensor) -> torch.Tensor:
+        return self.lo + self.scale * x_prior
+
+    @torch.no_grad()
+    def data_to_prior(self, op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+        """``(y - lo A 1) / scale``: the measurement of the prior-unit image."""
+        if self.lo == 0:
+            return y / self.scale
+        if op.in_dtype.is_complex:
+            raise UserError("complex (MRI) images take no intensity offset; use lo = 0")
+        ones = torch.ones((y.shape[0], *op.in_shape[1:]), dtype=op.in_dtype, device=op.device)
+        return (y - self.lo * op.forward(ones)) / self.scale
+
+    @torch.no_grad()
+    def data_from_prior(self, op: LinearOperator, y_prior: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`data_to_prior`."""
+        if self.lo == 0:
+            return y_prior * self.scale
+        ones = torch.ones((y_prior.shape[0], *op.in_shape[1:]), dtype=op.in_dtype,
+                          device=op.device)
+        return y_prior * self.scale + self.lo * op.forward(ones)
+
+
+def window_map(source: Mapping[str, Any] | Sequence[float]) -> IntensityMap:
+    """The map of a prior: from its model card (``card["intensity"]``) or a ``(lo, hi)`` window."""
+    if isinstance(source, Mapping):
+        intensity = source.get("intensity")
+        if not isinstance(intensity, Mapping) or "window" not in intensity:
+            raise DataError(f"prior card {source.get('name', '?')!r} has no intensity window")
+        if intensity.get("convention", "window01") != "window01":
+            raise DataError(f"prior card {source.get('name', '?')!r}: intensity convention "
+                            f"{intensity.get('convention')!r} is not 'window01'")
+        window = intensity["window"]
+    else:
+        window = source
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise DataError(f"intensity window must be two numbers [lo, hi], got {window!r}") from None
+    if not hi > lo:
+        raise DataError(f"intensity window must have hi > lo, got [{lo}, {hi}]")
+    return IntensityMap(lo, hi - lo)
+
+
+@torch.no_grad()
+def mri_intensity(op: LinearOperator, y: torch.Tensor, percentile: float = 99.0,
+                  target: float = 1.0, iterations: int = 10) -> IntensityMap:
+    """The k-space normalisation of the module docstring: ``IntensityMap(0, p / target)`` with
+    ``p`` the ``percentile`` of ``|SENSE(y)|`` (``iterations`` CG steps)."""
+    if not 0 < percentile <= 100 or not target > 0:
+        raise UserError(f"need 0 < percentile <= 100 and target > 0, got {percentile}, {target}")
+    image = sense(op, y, iterations=iterations).abs().flatten().to(torch.float64).cpu()
+    p = float(torch.quantile(image, percentile / 100.0)) if image.numel() <= 16_000_000 else \
+        float(torch.kthvalue(image, max(1, int(round(percentile / 100.0 * image.numel())))).values)
+    if not p > 0:
+        raise DataError("the k-space data are empty (zero image); cannot normalise the intensity")
+    return IntensityMap(0.0, p / target)
