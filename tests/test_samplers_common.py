@@ -1,12 +1,13 @@
 """Sampler machinery: prior batches, seeded noise, state files, configs, intensity, conventions."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from matrix_operator import random_matrix_operator
+import medrecon.tasks
 from medrecon.errors import DataError, UserError
 from medrecon.physics.ct import make_ct_operator, parallel_geometry, sparse_view_angles
 from medrecon.physics.mri import SenseOperator, birdcage_maps, uniform_1d
@@ -90,7 +91,7 @@ def test_configs_on_disk_match_task_defaults() -> None:
     for path in files:
         method, cfg = load_config(path)
         assert isinstance(cfg, DdsConfig if method == "dds" else MbirConfig)
-        task = __import__("yaml").safe_load(path.read_text())["task"]
+        task = yaml.safe_load(path.read_text())["task"]
         if "published" not in path.name:
             assert cfg == config_for_task(method, task), path.name
             seen.add((method, task))
@@ -102,15 +103,18 @@ def test_configs_on_disk_match_task_defaults() -> None:
 
 def test_bad_configs_name_the_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: dds\nsteps: 10\nlamda_rel: 0.1\n")
+    bad.write_text("method: dds\nsettings:\n  steps: 10\n  lamda_rel: 0.1\n")
     with pytest.raises(DataError, match="bad.yaml.*lamda_rel"):
         load_config(bad)
-    bad.write_text("method: dds\neta: 1.5\n")
+    bad.write_text("method: dds\nsettings:\n  eta: 1.5\n")
     with pytest.raises(DataError, match="eta"):
+        load_config(bad)
+    bad.write_text("method: dds\nsteps: 10\n")
+    with pytest.raises(DataError, match="top-level"):
         load_config(bad)
     with pytest.raises(UserError, match="task"):
         config_for_task("dds", "pet")
-    assert set(TASK_DEFAULTS["dds"]) == set(TASKS)
+    assert set(TASK_DEFAULTS["dds"]) == set(TASKS) == set(medrecon.tasks.TASKS)
 
 
 def test_published_conversion_and_absolute_weights() -> None:

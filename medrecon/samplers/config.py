@@ -2,9 +2,11 @@
 
 ADMM weights are *relative* (``lam_rel``, ``rho_rel``, ``gamma_rel``; see
 :mod:`medrecon.samplers.conventions`): the sampler multiplies them by the operator's ``||A||^2``.
-A YAML config (``configs/mbir_*.yaml``, ``configs/dds_*.yaml``) holds ``method`` (mbir | dds),
-optional ``task`` and ``description``, and any fields of the config class; fields not given
-take the task's defaults (or the class defaults without a task).
+A YAML config (``configs/mbir_*.yaml``, ``configs/dds_*.yaml``) has medrecon's config layout
+(:mod:`medrecon.config`): ``method`` (mbir | dds), optional ``task`` and ``description``, and
+``settings``, a mapping of fields of the config class; fields not given take the task's defaults
+(or the class defaults without a task). The classes are plain (mutable) dataclasses so that
+medrecon's settings machinery can fill them; samplers call :meth:`validate` before use.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 from medrecon.errors import DataError, UserError
 from medrecon.solvers.tv import BOUNDARIES
 
-TASKS = ("sparse_view_ct", "limited_angle_ct", "mri")
+TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")   # as medrecon.tasks.TASKS
 CORRECTOR_NORMS = ("slice", "chunk")
 
 
@@ -48,7 +50,7 @@ def _check_common(c: Any) -> None:
         raise UserError(f"boundary must be one of {BOUNDARIES}, got {c.boundary!r}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class MbirConfig:
     """DiffusionMBIR: VE predictor-corrector + one ADMM-TV(z) iteration per step on the sample.
 
@@ -78,6 +80,10 @@ class MbirConfig:
     chunk: int = 12
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "MbirConfig":
+        """Check every field (UserError naming the field); returns self."""
         _check_common(self)
         _check_number("snr", self.snr, 0.0, lo_open=True)
         _check_number("sigma_min", self.sigma_min, 0.0, lo_open=True)
@@ -87,6 +93,7 @@ class MbirConfig:
                             f"{self.corrector_norm!r}")
         if not isinstance(self.final_dc, bool):
             raise UserError(f"final_dc must be true or false, got {self.final_dc!r}")
+        return self
 
     def identity(self) -> dict:
         """The settings that determine the result (chunk only matters for chunk norms)."""
@@ -96,7 +103,7 @@ class MbirConfig:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass
 class DdsConfig:
     """DDS: DDIM on the VP schedule, ADMM-TV(z) with warm-started CG on the Tweedie estimate.
 
@@ -107,7 +114,7 @@ class DdsConfig:
     tv_z: ADMM-TV along z (True) or per-slice CG data consistency only (False, "2D DDS").
     boundary: D_z boundary, "neumann" (default) or "circular".
     gamma_rel: proximal data consistency for noisy data, ``(I + gamma A^H A) x = x0_hat +
-        gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` (None: plain, noise-free form).
+        gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` (0: off, the plain noise-free form).
     init_noise: start from ``x_T ~ N(0, I)`` (True) or from ``x_T = 0`` (False, deterministic).
     chunk: prior images per network call (memory only).
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
@@ -120,7 +127,7 @@ class DdsConfig:
     cg_iterations: int = 5
     tv_z: bool = True
     boundary: str = "neumann"
-    gamma_rel: Optional[float] = None
+    gamma_rel: float = 0.0
     init_noise: bool = True
     chunk: int = 20
     beta_start: float = 1e-4
@@ -128,16 +135,20 @@ class DdsConfig:
     timesteps: int = 1000
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "DdsConfig":
+        """Check every field (UserError naming the field); returns self."""
         _check_common(self)
         _check_number("eta", self.eta, 0.0, hi=1.0)
-        if self.gamma_rel is not None:
-            _check_number("gamma_rel", self.gamma_rel, 0.0, lo_open=True)
+        _check_number("gamma_rel", self.gamma_rel, 0.0)
         for name in ("tv_z", "init_noise"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_number("beta_start", self.beta_start, 0.0, lo_open=True)
         _check_number("beta_end", self.beta_end, self.beta_start, hi=0.999)
         _check_positive_int("timesteps", self.timesteps)
+        return self
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
@@ -153,14 +164,14 @@ CONFIG_CLASSES = {"mbir": MbirConfig, "dds": DdsConfig}
 # values with the orthonormal FFT (||A|| = 1).
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "mbir": {
-        "sparse_view_ct": {"lam_rel": 1.026e-4, "rho_rel": 0.02564, "final_dc": True},
-        "limited_angle_ct": {"lam_rel": 1.013e-3, "rho_rel": 0.02532, "final_dc": True},
-        "mri": {"lam_rel": 0.005, "rho_rel": 0.01, "final_dc": False, "chunk": 20},
+        "sparse-view-ct": {"lam_rel": 1.026e-4, "rho_rel": 0.02564, "final_dc": True},
+        "limited-angle-ct": {"lam_rel": 1.013e-3, "rho_rel": 0.02532, "final_dc": True},
+        "cs-mri": {"lam_rel": 0.005, "rho_rel": 0.01, "final_dc": False, "chunk": 20},
     },
     "dds": {
-        "sparse_view_ct": {"lam_rel": 1.026e-4, "rho_rel": 0.02564},
-        "limited_angle_ct": {"lam_rel": 1.013e-3, "rho_rel": 0.02532},
-        "mri": {"lam_rel": 0.005, "rho_rel": 0.01},
+        "sparse-view-ct": {"lam_rel": 1.026e-4, "rho_rel": 0.02564},
+        "limited-angle-ct": {"lam_rel": 1.013e-3, "rho_rel": 0.02532},
+        "cs-mri": {"lam_rel": 0.005, "rho_rel": 0.01},
     },
 }
 
@@ -186,9 +197,9 @@ def config_for_task(method: str, task: Optional[str] = None, **overrides: Any) -
 
 
 def with_overrides(config: SamplerConfig, **overrides: Any) -> SamplerConfig:
-    """``config`` with some fields replaced (UserError naming unknown fields)."""
+    """``config`` (validated) with some fields replaced (UserError naming unknown fields)."""
     if not overrides:
-        return config
+        return config.validate()
     names = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -197,7 +208,8 @@ def with_overrides(config: SamplerConfig, **overrides: Any) -> SamplerConfig:
 
 
 def load_config(path: str | Path) -> tuple[str, SamplerConfig]:
-    """Read a sampler YAML config; returns ``(method, config)``."""
+    """Read a sampler YAML config ``{method, task?, description?, settings}``; returns
+    ``(method, config)``. Errors (DataError) name the file and the key."""
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -206,14 +218,17 @@ def load_config(path: str | Path) -> tuple[str, SamplerConfig]:
     except yaml.YAMLError as exc:
         raise DataError(f"sampler config {path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict):
-        raise DataError(f"sampler config {path} must be a mapping of settings")
-    doc = dict(doc)
-    method, task = doc.pop("method", None), doc.pop("task", None)
-    doc.pop("description", None)
-    doc.pop("reference", None)
+        raise DataError(f"sampler config {path} must be a mapping with keys method, task, settings")
+    unknown = sorted(set(doc) - {"method", "task", "settings", "description"})
+    if unknown:
+        raise DataError(f"sampler config {path}: unknown top-level key(s) {unknown}; expected "
+                        "method, task, settings, description")
+    settings = doc.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise DataError(f"sampler config {path}: 'settings' must be a mapping")
     try:
-        if method is None:
+        if doc.get("method") is None:
             raise UserError("missing 'method' (mbir or dds)")
-        return method, config_for_task(method, task, **doc)
+        return doc["method"], config_for_task(doc["method"], doc.get("task"), **settings)
     except (UserError, TypeError) as exc:
         raise DataError(f"sampler config {path}: {exc}") from None

@@ -78,14 +78,15 @@ def absolute_weights(op: LinearOperator, lam_rel: float, rho_rel: float,
                      ) -> AdmmWeights:
     """``lambda = lam_rel ||A||^2``, ``rho = rho_rel ||A||^2``, ``gamma = gamma_rel / ||A||^2``.
 
-    ``op_norm_sq`` skips the power iteration when already known.
+    ``op_norm_sq`` skips the power iteration when already known; ``gamma_rel`` None or 0: no
+    proximal term (``gamma = None``).
     """
     if lam_rel < 0 or rho_rel <= 0:
         raise UserError(f"need lam_rel >= 0 and rho_rel > 0, got {lam_rel}, {rho_rel}")
-    if gamma_rel is not None and gamma_rel <= 0:
-        raise UserError(f"gamma_rel must be positive (or None), got {gamma_rel}")
+    if gamma_rel is not None and gamma_rel < 0:
+        raise UserError(f"gamma_rel must be >= 0 (0 or None: off), got {gamma_rel}")
     norm_sq = operator_norm_sq(op) if op_norm_sq is None else float(op_norm_sq)
     if not norm_sq > 0:
         raise UserError(f"the operator's norm is {norm_sq}: it maps everything to zero")
-    gamma = None if gamma_rel is None else gamma_rel / norm_sq
+    gamma = gamma_rel / norm_sq if gamma_rel else None
     return AdmmWeights(lam_rel * norm_sq, rho_rel * norm_sq, gamma, norm_sq)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
@@ -125,6 +126,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     Returns:
         :class:`SampleResult` with ``x`` in prior units and ``info``.
     """
+    if config is not None and not isinstance(config, DdsConfig):
+        raise UserError(f"expected a DdsConfig, got {type(config).__name__}")
     cfg = with_overrides(config or DdsConfig(), **overrides)
     options = RunOptions(state_dir, save_every, resume, progress, callback)
     t_start = time.perf_counter()

@@ -76,6 +76,8 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
 
     Arguments as :func:`medrecon.samplers.dds.dds`, with an :class:`MbirConfig`.
     """
+    if config is not None and not isinstance(config, MbirConfig):
+        raise UserError(f"expected a MbirConfig, got {type(config).__name__}")
     cfg = with_overrides(config or MbirConfig(), **overrides)
     options = RunOptions(state_dir, save_every, resume, progress, callback)
     t_start = time.perf_counter()
