@@ -89,6 +89,7 @@ def test_geometry_accepts_numpy_angles_and_reports_shapes() -> None:
     (dict(angles=(0.0, float("nan"))), "NaN"),
     (dict(beam="cone"), "beam"),
     (dict(n_detectors=0), "n_detectors"),
+    (dict(n_detectors="many"), "n_detectors"),
     (dict(detector_spacing=-1.0), "detector_spacing"),
     (dict(image_shape=(8,)), "image_shape"),
     (dict(pixel_size=0), "pixel_size"),

@@ -56,7 +56,11 @@ def _positive(name: str, value: Any) -> float:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and int(value) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise GeometryError(f"CT geometry: {name} must be a positive integer, got {value!r}")
     return int(value)
 
