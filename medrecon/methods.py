@@ -68,7 +68,7 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
         raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
                         f"choose from {', '.join(methods_for(m.task))}")
     if settings is None or isinstance(settings, dict):
-        settings = make_settings(method, settings)
+        settings = make_settings(method, settings, task=m.task)
     op = operator if operator is not None else build_operator(m, device=device, backend=backend)
     y = data_in_working_units(m, op, device)
     if method in DIFFUSION:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     values.update(parse_overrides(args.overrides))
     if args.prior is not None:
         values["prior"] = args.prior
-    settings = make_settings(args.method, values, where=args.config or "--set")
+    settings = make_settings(args.method, values, where=args.config or "--set", task=m.task)
     device = resolve_device(args.device)
     start = time.perf_counter()
     recon = run_method(m, args.method, settings, device=device, progress=not args.quiet, backend=args.backend)
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(stem + ".config.json", json.dumps(effective, indent=2) + "\n", overwrite=args.overwrite)
     print(f"wrote {args.output} ({args.method}, {m.task}, {seconds:.1f} s)")
 
-    reference = load_volume(args.reference).array if args.reference else m.arrays.get("reference")
+    reference_volume = load_volume(args.reference) if args.reference else None
+    reference = reference_volume.array if reference_volume is not None else m.arrays.get("reference")
     if reference is not None:
         reference = np.asarray(reference, np.float32)
         if reference.shape != array.shape:
@@ -88,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite)
     if args.dicom_out:
         from medrecon.io import write_dicom_series
-        inputs = [m.attrs.get("input")] if m.attrs.get("input") else []
-        write_dicom_series(out, args.dicom_out, reference=None, method=args.method, task=m.task,
+        inputs = [p for p in (m.attrs.get("input"), args.reference, str(Path(args.input).parent)) if p]
+        write_dicom_series(out, args.dicom_out, reference=reference_volume, method=args.method, task=m.task,
                            overwrite=args.overwrite, input_dirs=[p for p in inputs if Path(p).is_dir()])
         print(f"wrote DICOM series to {args.dicom_out}")
     return 0
