@@ -158,3 +158,26 @@ def test_mri_intensity_normalises_the_99th_percentile() -> None:
     assert m.lo == 0.0
     with pytest.raises(UserError):
         IntensityMap(1.0, 2.0).data_to_prior(op, op(x))
+
+
+def test_prior_map_for_ct_measurement_in_hu() -> None:
+    """A prior on [-1000, 1000] HU equals the working units; one on [-1200, 800] is shifted."""
+    import numpy as np
+
+    from medrecon.samplers.intensity import prior_map_for_measurement
+    from medrecon.tasks import CTOptions, build_operator, data_in_working_units, simulate
+    from medrecon.volume import Volume
+
+    hu = np.linspace(-1000, 500, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
+    m = simulate(Volume.from_array(hu, modality="CT", units="HU"), "sparse-view-ct",
+                 ct=CTOptions(views=8))
+    op = build_operator(m, backend="astra")
+    y_w = data_in_working_units(m, op)
+    same = prior_map_for_measurement(m, {"intensity": {"window": [-1000, 1000], "units": "HU"}})
+    assert (same.lo, same.scale) == pytest.approx((0.0, 1.0))
+    imap = prior_map_for_measurement(m, {"intensity": {"window": [-1200, 800], "units": "HU"}})
+    p = torch.from_numpy((hu + 1200) / 2000)
+    assert torch.allclose(imap.data_to_prior(op, y_w), op(p), atol=1e-3 * float(y_w.abs().max()))
+    w = torch.from_numpy((hu + 1000) / 2000)
+    assert torch.allclose(imap.image_from_prior(p), w, atol=1e-6)
+    assert prior_map_for_measurement(m, None) == IntensityMap(0.0, 1.0)

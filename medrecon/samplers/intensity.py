@@ -19,7 +19,7 @@ window); i.e. ``lo = 0`` and ``hi - lo = p99 / target``. Complex images never ge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -110,3 +110,34 @@ def mri_intensity(op: LinearOperator, y: torch.Tensor, percentile: float = 99.0,
     if not p > 0:
         raise DataError("the k-space data are empty (zero image); cannot normalise the intensity")
     return IntensityMap(0.0, p / target)
+
+
+def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]]) -> IntensityMap:
+    """The map between a measurement's working units (:mod:`medrecon.tasks`) and a prior's units:
+    ``w = lo + scale * p``, so ``data_to_prior`` turns working-unit data into prior-unit data and
+    ``image_from_prior`` a prior-unit result into working units.
+
+    CT working units are the HU window ``m.attrs["window"]`` mapped to [0, 1] (``mu = scale * w +
+    offset``); a prior window in HU or 1/mm is converted through them, one in "a.u."/"window01"
+    is taken in working units directly. MRI working units are already normalised (|w| ~ [0, 1]),
+    so the prior window applies directly (it must start at 0). No card (an analytic or test
+    prior): the identity.
+    """
+    if card is None:
+        return IntensityMap(0.0, 1.0)
+    prior = window_map(card)
+    units = str(card.get("intensity", {}).get("units", "a.u."))
+    task = getattr(m, "task", None)
+    if task in ("sparse-view-ct", "limited-angle-ct"):
+        if units == "HU":
+            lo_w, hi_w = (float(v) for v in m.attrs.get("window", (-1000.0, 1000.0)))
+            d = hi_w - lo_w
+            return IntensityMap((prior.lo - lo_w) / d, prior.scale / d)
+        if units == "1/mm":
+            scale, offset = float(m.attrs.get("scale", 1.0)), float(m.attrs.get("offset", 0.0))
+            return IntensityMap((prior.lo - offset) / scale, prior.scale / scale)
+        return prior
+    if prior.lo != 0.0:
+        raise DataError(f"prior {card.get('name', '?')!r}: an MRI prior's window must start at 0 "
+                        f"(complex images take no offset), got {prior.window}")
+    return prior

@@ -1,0 +1,395 @@
+"""Benchmark the diffusion samplers (dds, mbir) against the classical reconstructions (issue 5).
+
+One command (from the repository root)::
+
+    python benchmarks/diffusion.py                 # full size: 24 x 128 x 128, every case
+    python benchmarks/diffusion.py --quick         # 4 x 128 x 128 phantom, 8-view CT only, few steps
+
+Cases (each simulated once with :func:`medrecon.tasks.simulate`, seeded, noiseless):
+
+- held-out phantom: ``random_ellipsoids`` with a test seed (>= 1_000_000, never trained on),
+  8-view and 4-view sparse-view CT and a 90-degree limited-angle wedge (prior "phantom");
+- held-out chest CT slab (:func:`medrecon.datasets.chest_ct_test_slab`, 128 x 128), same three
+  CT tasks (prior "chest-ct"), when the dataset is available;
+- brain MRI test slab (:func:`medrecon.datasets.brain_mri_test_slab`), 8-coil CS-MRI at x4 and
+  x8 with uniform 1D and Poisson-disc 2D masks (prior "brain-mri"), when available.
+
+Rows: FBP (or zero-filled), SIRT and CGLS (or SENSE), ADMM-TV (3D anisotropic) at the best
+``lam_rel`` of a small grid (chosen by whole-volume PSNR against the reference: an oracle choice,
+favourable to TV), DDS without TV-z (2D only), DDS, and DiffusionMBIR with the step count given by
+``--mbir-steps`` (the published 2000 steps are out of reach on a CPU; the table states the count).
+
+Columns: PSNR and SSIM of the whole volume and per plane (axial, coronal, sagittal), computed in
+working units (the [0, 1] window; ``data_range = 1``), network evaluations per slice, wall time,
+and peak memory. Every row runs in a fresh process (``spawn``), so the peak memory is that row's
+alone: the peak resident set size (``ru_maxrss``) minus the resident size right before the
+reconstruction started (CUDA: ``torch.cuda.max_memory_allocated``). For the diffusion rows the
+time spent in the network and in the physics (ADMM and CG) is recorded as well.
+
+Outputs ``<output-dir>/diffusion.md`` (the table, with the command line) and ``diffusion.json``.
+``--prior-factory MODULE:FUNCTION`` replaces the shipped priors by ``FUNCTION(name, device)`` (for
+testing the benchmark itself without trained weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a clone without installing
+    sys.path.insert(0, str(REPO))
+
+FORMAT = "medrecon-benchmark-diffusion/1"
+PHANTOM_SEED = 1_000_017            # >= phantoms.TEST_SEED_START: held out from training
+FULL_SHAPE = (24, 128, 128)
+QUICK_SHAPE = (4, 128, 128)
+TV_FACTORS = (0.25, 1.0, 4.0)
+PLANES = ("axial", "coronal", "sagittal")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases and rows
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One simulated measurement of one dataset."""
+
+    key: str
+    label: str
+    dataset: str
+    task: str
+    prior: str
+    options: dict
+
+
+CT_CASES = (("sv8", "sparse-view CT, 8 views", "sparse-view-ct", {"views": 8}),
+            ("sv4", "sparse-view CT, 4 views", "sparse-view-ct", {"views": 4}),
+            ("la90", "limited-angle CT, 90 deg wedge", "limited-angle-ct", {"wedge": 90.0}))
+MRI_CASES = (("x4-u1d", "CS-MRI x4 uniform 1D, 8 coils", {"acceleration": 4.0, "mask": "uniform1d"}),
+             ("x8-u1d", "CS-MRI x8 uniform 1D, 8 coils", {"acceleration": 8.0, "mask": "uniform1d"}),
+             ("x4-p2d", "CS-MRI x4 Poisson 2D, 8 coils", {"acceleration": 4.0, "mask": "poisson2d"}),
+             ("x8-p2d", "CS-MRI x8 Poisson 2D, 8 coils", {"acceleration": 8.0, "mask": "poisson2d"}))
+
+
+def make_cases(quick: bool) -> list[Case]:
+    cases = []
+    for dataset, prior in (("phantom", "phantom"), ("chest-ct", "chest-ct")):
+        for key, label, task, opts in CT_CASES:
+            if quick and (dataset != "phantom" or key != "sv8"):
+                continue
+            cases.append(Case(f"{dataset}-{key}", f"{dataset}: {label}", dataset, task, prior, opts))
+    if not quick:
+        for key, label, opts in MRI_CASES:
+            cases.append(Case(f"brain-mri-{key}", f"brain-mri: {label}", "brain-mri", "cs-mri",
+                              "brain-mri", opts))
+    return cases
+
+
+def classical_rows(task: str) -> list[tuple[str, str, dict]]:
+    """``(row label, method, settings)`` of the classical baselines of a task."""
+    if task == "cs-mri":
+        return [("zero-filled", "zero-filled", {}), ("SENSE", "sense", {})]
+    return [("FBP", "fbp", {}), ("SIRT", "sirt", {}), ("CGLS", "cgls", {})]
+
+
+def diffusion_rows(dds_steps: int, mbir_steps: int) -> list[tuple[str, str, dict]]:
+    return [(f"DDS 2D, no TV-z ({dds_steps} steps)", "dds", {"steps": dds_steps, "tv_z": False}),
+            (f"DDS ({dds_steps} steps)", "dds", {"steps": dds_steps}),
+            (f"DiffusionMBIR ({mbir_steps} steps)", "mbir", {"steps": mbir_steps})]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
+    """``(Volume or None, note)`` of a dataset; None with the reason when it is unavailable."""
+    from medrecon.volume import Volume
+
+    if dataset == "phantom":
+        from medrecon.phantoms import random_ellipsoids
+        arr = random_ellipsoids(shape, seed=PHANTOM_SEED, contrast="ct")
+        return Volume.from_array(arr, modality="CT", units="a.u."), \
+            f"random_ellipsoids(seed={PHANTOM_SEED}, contrast='ct'), shape {list(shape)}"
+    name = {"chest-ct": "chest_ct_test_slab", "brain-mri": "brain_mri_test_slab"}[dataset]
+    try:
+        loader = getattr(importlib.import_module("medrecon.datasets"), name)
+        volume = loader()
+    except Exception as exc:  # noqa: BLE001 - any failure: the dataset is skipped with the reason
+        return None, f"unavailable: medrecon.datasets.{name}() failed: {type(exc).__name__}: {exc}"
+    z = min(volume.shape[0], shape[0])
+    z0 = (volume.shape[0] - z) // 2
+    if z < volume.shape[0]:
+        volume = dataclasses.replace(volume, array=volume.array[z0:z0 + z])
+    return volume, f"medrecon.datasets.{name}(), slices {z0}..{z0 + z - 1} of it, shape {list(volume.shape)}"
+
+
+def working_reference(volume: Any, m: Any) -> np.ndarray:
+    """The reference in working units (the [0, 1] window of medrecon.tasks)."""
+    from medrecon.tasks import CT_TASKS, ct_working_units
+
+    if m.task in CT_TASKS:
+        return ct_working_units(volume)[0]
+    return (np.abs(volume.array) / float(m.attrs["scale"])).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# One row, run in a fresh process
+# ---------------------------------------------------------------------------------------------
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: fall back to the peak so far
+        return _peak_bytes()
+
+
+def _peak_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _load_denoiser(prior: str, device: str, factory: Optional[str]) -> Any:
+    if factory:
+        module, _, func = factory.partition(":")
+        return getattr(importlib.import_module(module), func)(prior, device)
+    from medrecon.prior.checkpoint import load_prior
+    return load_prior(prior, device=device)
+
+
+def run_row(job: dict) -> dict:
+    """Reconstruct ``job["measurement"]`` with one method; returns metrics, time and memory."""
+    import torch
+
+    from medrecon.metrics import volume_metrics
+    from medrecon.methods import run_method
+    from medrecon.tasks import build_operator, data_in_working_units
+
+    torch.set_num_threads(job["threads"])
+    for p in job.get("sys_path", []):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    m, device, method = job["measurement"], job["device"], job["method"]
+    op = build_operator(m, device=device)
+    info: dict = {}
+    if method in ("dds", "mbir"):
+        from medrecon.samplers import dds, mbir
+        from medrecon.samplers.config import config_for_task
+        from medrecon.samplers.intensity import prior_map_for_measurement
+
+        den = _load_denoiser(job["prior"], device, job.get("prior_factory"))
+        y = data_in_working_units(m, op, device)
+        imap = prior_map_for_measurement(m, getattr(den, "card", None))
+        y_p = imap.data_to_prior(op, y)
+        cfg = config_for_task(method, m.task, **job["settings"])
+        sampler = dds if method == "dds" else mbir
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        rss0 = _rss_bytes()
+        start = time.perf_counter()
+        result = sampler(op, y_p, den, cfg, seed=job["seed"])
+        recon = imap.image_from_prior(result.x)
+        seconds = time.perf_counter() - start
+        info = {k: result.info[k] for k in ("nfe_per_slice", "lam", "rho", "op_norm_sq",
+                                            "residual", "time_network", "time_physics")}
+        info["intensity_map"] = [imap.lo, imap.scale]
+        info["config"] = dataclasses.asdict(cfg)
+        nfe = result.info["nfe_per_slice"]
+    else:
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        rss0 = _rss_bytes()
+        start = time.perf_counter()
+        recon = run_method(m, method, job["settings"] or None, device=device, operator=op)
+        seconds = time.perf_counter() - start
+        nfe = 0
+    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+            else max(0, _peak_bytes() - rss0))
+    w = recon.detach().cpu()
+    w = (w.abs() if w.is_complex() else w).numpy()
+    metrics = volume_metrics(w, job["reference"], 1.0)
+    return {"metrics": metrics, "seconds": seconds, "peak_mb": peak / 2**20, "nfe_per_slice": nfe,
+            "info": info}
+
+
+def run_isolated(job: dict, isolate: bool) -> dict:
+    if not isolate:
+        return run_row(job)
+    ctx = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(run_row, job).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------
+def _row(case: Case, label: str, method: str, settings: dict, out: dict, note: str = "") -> dict:
+    m = out["metrics"]
+    return {"case": case.key, "label": case.label, "row": label, "method": method,
+            "settings": settings, "psnr": m["psnr"], "ssim": m["ssim"],
+            "planes": m["planes"], "nfe_per_slice": out["nfe_per_slice"],
+            "seconds": out["seconds"], "peak_mb": out["peak_mb"], "info": out["info"], "note": note}
+
+
+def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dict]:
+    from medrecon.tasks import CTOptions, MRIOptions, simulate
+
+    volume, note = load_volume(case.dataset, args.shape)
+    if volume is None:
+        log(f"{case.key}: skipped ({note})")
+        return [], {"skipped": note}
+    ny = volume.shape[1]
+    if case.task == "cs-mri":
+        opts = dict(case.options)
+        if opts.get("mask") == "poisson2d":
+            opts["calib"] = min(24, ny // 4)
+        m = simulate(volume, case.task, seed=args.seed, mri=MRIOptions(coils=8, **opts))
+    else:
+        m = simulate(volume, case.task, seed=args.seed, ct=CTOptions(**case.options))
+    ref = working_reference(volume, m)
+    base = {"measurement": m, "reference": ref, "device": args.device, "seed": args.seed,
+            "threads": args.threads, "prior": case.prior, "prior_factory": args.prior_factory,
+            "sys_path": [str(REPO)] + ([str(Path(args.prior_factory_path).resolve())]
+                                       if args.prior_factory_path else [])}
+    rows: list[dict] = []
+    for label, method, settings in classical_rows(case.task):
+        out = run_isolated({**base, "method": method, "settings": settings}, args.isolate)
+        rows.append(_row(case, label, method, settings, out))
+        log(f"  {case.key} {label}: {out['metrics']['psnr']:.2f} dB, {out['seconds']:.1f} s")
+    grid = []
+    for factor in args.tv_factors:
+        from medrecon.config import TVSettings
+        settings = {"lam_rel": TVSettings().lam_rel * factor, "axes": "3d"}
+        out = run_isolated({**base, "method": "tv", "settings": settings}, args.isolate)
+        grid.append((out["metrics"]["psnr"], settings, out))
+        log(f"  {case.key} ADMM-TV lam_rel={settings['lam_rel']:g}: {out['metrics']['psnr']:.2f} dB")
+    best_psnr, best_settings, best_out = max(grid, key=lambda g: g[0])
+    rows.append(_row(case, f"ADMM-TV 3D (best lam_rel {best_settings['lam_rel']:g})", "tv",
+                     best_settings, best_out,
+                     note="grid " + ", ".join(f"{g[1]['lam_rel']:g}: {g[0]:.2f} dB" for g in grid)))
+    for label, method, settings in diffusion_rows(args.dds_steps, args.mbir_steps):
+        try:
+            out = run_isolated({**base, "method": method, "settings": settings}, args.isolate)
+        except Exception as exc:  # noqa: BLE001 - e.g. no prior yet: the row records why
+            log(f"  {case.key} {label}: failed ({type(exc).__name__}: {exc})")
+            rows.append({"case": case.key, "label": case.label, "row": label, "method": method,
+                         "settings": settings, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        rows.append(_row(case, label, method, settings, out))
+        log(f"  {case.key} {label}: {out['metrics']['psnr']:.2f} dB, {out['seconds']:.1f} s, "
+            f"physics/network {out['info']['time_physics'] / max(out['info']['time_network'], 1e-9):.2f}")
+    return rows, {"data": note, "shape": list(volume.shape),
+                  "measurement": {k: v for k, v in m.attrs.items() if k != "volume"}}
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    head = ("| case | method | PSNR | SSIM | axial PSNR/SSIM | coronal PSNR/SSIM | sagittal PSNR/SSIM "
+            "| NFE/slice | time (s) | peak mem (MB) |")
+    lines = [f"# Diffusion benchmark ({meta['date']})", "", f"Command: `{meta['command']}`", "",
+             f"Device {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, "
+             f"git {meta['git']}. Metrics in working units, data range 1.", "", head,
+             "|" + "---|" * 10]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['label']} | {r['row']} | failed: {r['error']} |||||||| ")
+            continue
+        planes = " | ".join(f"{r['planes'][p]['psnr']:.2f} / {r['planes'][p]['ssim']:.3f}"
+                            for p in PLANES)
+        lines.append(f"| {r['label']} | {r['row']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {planes} "
+                     f"| {r['nfe_per_slice']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
+    skipped = {k: v["skipped"] for k, v in meta["cases"].items() if "skipped" in v}
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="4x128x128 phantom, 8-view CT only, 10 DDS / 10 MBIR steps")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="volume size (default 24 128 128; --quick 4 128 128)")
+    p.add_argument("--cases", nargs="*", default=None,
+                   help="only these case keys (e.g. phantom-sv8 brain-mri-x4-u1d)")
+    p.add_argument("--dds-steps", type=int, default=None, help="DDS steps (default 50; --quick 10)")
+    p.add_argument("--mbir-steps", type=int, default=None,
+                   help="DiffusionMBIR steps on the CPU (default 100; --quick 10; published 2000)")
+    p.add_argument("--tv-factors", type=float, nargs="+", default=list(TV_FACTORS),
+                   help="ADMM-TV grid: multiples of the default lam_rel")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samplers")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                   help="torch threads per row")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="run rows in this process (faster start; peak memory then not per row)")
+    p.add_argument("--prior-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="build priors with FUNCTION(name, device) instead of the shipped weights")
+    p.add_argument("--prior-factory-path", default=None, metavar="DIR",
+                   help="directory to put on sys.path for --prior-factory")
+    p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"),
+                   help="where diffusion.md and diffusion.json are written")
+    args = p.parse_args(argv)
+    args.shape = tuple(args.shape or (QUICK_SHAPE if args.quick else FULL_SHAPE))
+    args.dds_steps = args.dds_steps or (10 if args.quick else 50)
+    args.mbir_steps = args.mbir_steps or (10 if args.quick else 100)
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import torch
+
+    from medrecon.io.atomic import write_text_atomic
+
+    args = parse_args(argv)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    cases = [c for c in make_cases(args.quick) if args.cases is None or c.key in args.cases]
+    rows, per_case = [], {}
+    for case in cases:
+        log(f"{case.key}: {case.label}")
+        case_rows, per_case[case.key] = run_case(case, args, log)
+        rows += case_rows
+    command = "python benchmarks/diffusion.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    meta = {"format": FORMAT, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "command": command.strip(), "device": args.device, "threads": args.threads,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(), "git": _git_revision(),
+            "shape": list(args.shape), "dds_steps": args.dds_steps, "mbir_steps": args.mbir_steps,
+            "tv_factors": args.tv_factors, "seed": args.seed, "cases": per_case}
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, meta)
+    write_text_atomic(out / "diffusion.md", text, overwrite=True)
+    write_text_atomic(out / "diffusion.json", json.dumps({**meta, "rows": rows}, indent=1,
+                                                          default=float) + "\n", overwrite=True)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
