@@ -10,7 +10,8 @@ from medrecon.samplers.config import (TASKS, DdsConfig, MbirConfig, config_for_t
 from medrecon.samplers.dds import dds
 from medrecon.samplers.mbir import mbir
 from medrecon.samplers.posterior import PosteriorResult, sample_posterior
+from medrecon.samplers.run import Reconstruction, reconstruct
 
 __all__ = ["dds", "mbir", "sample_posterior", "PosteriorResult", "SampleResult", "RunOptions",
            "SamplingInterrupted", "DdsConfig", "MbirConfig", "config_for_task", "load_config",
-           "TASKS"]
+           "TASKS", "reconstruct", "Reconstruction"]

@@ -1,0 +1,63 @@
+"""One call for the CLI: a sampler (or K of them) on working-unit data, result in working units.
+
+:func:`reconstruct` maps the data from medrecon's working units (:mod:`medrecon.tasks`) to the
+prior's units with the prior's model card (:func:`~medrecon.samplers.intensity.prior_map_for_measurement`),
+runs ``dds`` or ``mbir`` (or :func:`~medrecon.samplers.posterior.sample_posterior` when
+``samples > 1``) and maps the result, and the standard deviation, back to working units.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from medrecon.errors import UserError
+from medrecon.physics.operator import LinearOperator
+from medrecon.prior.denoiser import Denoiser
+from medrecon.samplers.config import SamplerConfig, config_for_task
+from medrecon.samplers.intensity import IntensityMap, prior_map_for_measurement
+from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+
+
+@dataclass
+class Reconstruction:
+    """``x`` ``[Z, Y, X]`` in working units; ``std`` (None for one sample) in working units."""
+
+    x: torch.Tensor
+    std: Optional[torch.Tensor]
+    info: dict
+
+
+def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
+                measurement: Any = None, config: Optional[SamplerConfig] = None, *,
+                samples: int = 1, seed: int = 0, state_dir: Optional[str | os.PathLike] = None,
+                save_every: int = 0, resume: bool = False, progress: bool = False,
+                **overrides: Any) -> Reconstruction:
+    """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
+
+    ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
+    The intensity map comes from ``denoiser.card`` (identity without a card or a measurement:
+    ``y`` is then taken to be in the prior's units).
+    """
+    if method not in SAMPLERS:
+        raise UserError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise UserError(f"samples must be a positive integer, got {samples!r}")
+    task = getattr(measurement, "task", None)
+    cfg = config if config is not None else config_for_task(method, task)
+    imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None))
+            if measurement is not None else IntensityMap(0.0, 1.0))
+    y_p = imap.data_to_prior(op, y)
+    common = dict(seed=seed, state_dir=state_dir, save_every=save_every, resume=resume,
+                  progress=progress, **overrides)
+    if samples == 1:
+        result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
+        return Reconstruction(imap.image_from_prior(result.x), None,
+                              {**result.info, "intensity_map": [imap.lo, imap.scale]})
+    post = sample_posterior(method, op, y_p, denoiser, samples, cfg, **common)
+    return Reconstruction(imap.image_from_prior(post.mean), post.std * imap.scale,
+                          {"method": method, "samples": samples, "seeds": post.seeds,
+                           "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
