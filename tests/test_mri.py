@@ -275,3 +275,14 @@ def test_espirit_uses_only_the_calibration_region_and_handles_slices():
         espirit_maps(full[0], calib_width=64)
     with pytest.raises(MRIInputError, match="complex"):
         espirit_maps(full[0].abs())
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8), (2, 8, 8), (1, 10, 4), (2, 5, 7), (2, 6, 9)])
+def test_fft2c_modulation_equals_shifted_fft(shape) -> None:
+    """The even-size fast path (checkerboard modulation) equals the explicit shifts exactly."""
+    x = torch.randn(*shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    dims = (-2, -1)
+    ref = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+    ref_inv = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+    assert torch.allclose(fft2c(x), ref, atol=1e-6)
+    assert torch.allclose(ifft2c(x), ref_inv, atol=1e-6)
