@@ -9,9 +9,9 @@ Cases (each simulated once with :func:`medrecon.tasks.simulate`, seeded, noisele
 
 - held-out phantom: ``random_ellipsoids`` with a test seed (>= 1_000_000, never trained on),
   8-view and 4-view sparse-view CT and a 90-degree limited-angle wedge (prior "phantom");
-- held-out chest CT slab (:func:`medrecon.datasets.chest_ct_test_slab`, 128 x 128), same three
-  CT tasks (prior "chest-ct"), when the dataset is available;
-- brain MRI test slab (:func:`medrecon.datasets.brain_mri_test_slab`), 8-coil CS-MRI at x4 and
+- held-out chest CT slab (``medrecon.datasets.chest_ct_slab("test")``: files 41-64 of the
+  sample series, 128 x 128), same three CT tasks (prior "chest-ct"), when the data are present;
+- brain MRI test slab (``medrecon.datasets.brain_mri_slab("test")``), 8-coil CS-MRI at x4 and
   x8 with uniform 1D and Poisson-disc 2D masks (prior "brain-mri"), when available.
 
 Rows: FBP (or zero-filled), SIRT and CGLS (or SENSE), ADMM-TV (3D anisotropic) at the best
@@ -128,17 +128,29 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
         arr = random_ellipsoids(shape, seed=PHANTOM_SEED, contrast="ct")
         return Volume.from_array(arr, modality="CT", units="a.u."), \
             f"random_ellipsoids(seed={PHANTOM_SEED}, contrast='ct'), shape {list(shape)}"
-    name = {"chest-ct": "chest_ct_test_slab", "brain-mri": "brain_mri_test_slab"}[dataset]
-    try:
-        loader = getattr(importlib.import_module("medrecon.datasets"), name)
-        volume = loader()
-    except Exception as exc:  # noqa: BLE001 - any failure: the dataset is skipped with the reason
-        return None, f"unavailable: medrecon.datasets.{name}() failed: {type(exc).__name__}: {exc}"
+    candidates = {"chest-ct": (("chest_ct_slab", {"part": "test", "size": shape[1]}),
+                               ("chest_ct_test_slab", {})),
+                  "brain-mri": (("brain_mri_slab", {"part": "test", "size": shape[1]}),
+                                ("brain_mri_test_slab", {}))}[dataset]
+    module = importlib.import_module("medrecon.datasets")
+    volume, errors = None, []
+    for name, kwargs in candidates:
+        if not hasattr(module, name):
+            errors.append(f"no medrecon.datasets.{name}")
+            continue
+        try:
+            volume = getattr(module, name)(**kwargs)
+            break
+        except Exception as exc:  # noqa: BLE001 - the dataset is skipped with the reason
+            errors.append(f"medrecon.datasets.{name}() failed: {type(exc).__name__}: {exc}")
+    if volume is None:
+        return None, "unavailable: " + "; ".join(errors)
     z = min(volume.shape[0], shape[0])
     z0 = (volume.shape[0] - z) // 2
     if z < volume.shape[0]:
         volume = dataclasses.replace(volume, array=volume.array[z0:z0 + z])
-    return volume, f"medrecon.datasets.{name}(), slices {z0}..{z0 + z - 1} of it, shape {list(volume.shape)}"
+    return volume, (f"medrecon.datasets.{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}), "
+                    f"slices {z0}..{z0 + z - 1} of it, shape {list(volume.shape)}")
 
 
 def working_reference(volume: Any, m: Any) -> np.ndarray:
