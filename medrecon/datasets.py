@@ -7,7 +7,12 @@ the nilearn package.
 - Sample chest CT: 64 axial slices ``1-01.dcm`` .. ``1-64.dcm`` (512x512, 0.842 mm pixels, 5 mm
   slices). Files 1-40 are for training, files 41-64 the held-out test slab of every CT benchmark.
   Slices are selected by file name, then ordered by position along the slice normal.
-- Data root: ``$MEDRECON_DATA`` or ``~/.cache/medrecon``; the chest CT lives in ``ROOT/chest-ct``.
+- MNI152 2009a symmetric T1 template (197x233x189, 1 mm), as shipped in the nilearn wheel
+  (``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``): axial slices
+  90-113 are the held-out test slab of the MRI benchmarks; 8 slices on each side are a guard band
+  used for nothing; the training slices are 16-81 and 122-159 (slices with brain tissue).
+- Data root: ``$MEDRECON_DATA`` or ``~/.cache/medrecon``; the chest CT lives in ``ROOT/chest-ct``,
+  the template in ``ROOT/brain-mri``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from medrecon.volume import Volume
 CHEST_CT_TRAIN = range(1, 41)
 CHEST_CT_TEST = range(41, 65)
 _CHEST_NAME = re.compile(r"^1-(\d\d)\.dcm$")
+MNI_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+BRAIN_TEST = range(90, 114)
+BRAIN_TRAIN = (range(16, 82), range(122, 160))
 
 
 def data_root() -> Path:
@@ -106,3 +114,42 @@ def chest_ct_slab(part: str = "test", size: int = 128, root: Optional[str | Path
                         f"`python scripts/fetch_chest_ct.py` (or set MEDRECON_DATA)")
     volume = select_files(load_volume(folder), numbers)
     return resample_volume(volume, size)
+
+
+def brain_mri_file(root: Optional[str | Path] = None) -> Path:
+    """The MNI152 T1 template: ``ROOT/brain-mri/<file>`` or the copy inside an installed nilearn."""
+    path = (Path(root) if root is not None else data_root() / "brain-mri") / MNI_FILE
+    if path.is_file():
+        return path
+    try:
+        import nilearn  # optional
+        candidate = Path(nilearn.__file__).parent / "datasets" / "data" / MNI_FILE
+        if candidate.is_file():
+            return candidate
+    except ImportError:
+        pass
+    raise UserError(f"MNI152 template not found at {path}; fetch it with `python scripts/fetch_sample_data.py` "
+                    f"(or install nilearn)")
+
+
+def brain_mri_slab(part: str = "test", size: int = 128, root: Optional[str | Path] = None) -> Volume:
+    """Axial slices of the MNI152 T1 template (a.u., 0..255): ``"test"`` (slices 90-113) or
+    ``"train"`` (16-81 and 122-159), squared by zero padding and resampled to ``size x size``."""
+    from medrecon.io import load_volume
+
+    ranges = {"test": (BRAIN_TEST,), "train": BRAIN_TRAIN}.get(part)
+    if ranges is None:
+        raise UserError(f"part must be 'train' or 'test', got {part!r}")
+    volume = load_volume(brain_mri_file(root))
+    index = np.concatenate([np.arange(r.start, r.stop) for r in ranges])
+    z, y, x = volume.shape
+    n = max(y, x)
+    square = np.zeros((len(index), n, n), np.float32)
+    oy, ox = (n - y) // 2, (n - x) // 2
+    square[:, oy:oy + y, ox:ox + x] = volume.array[index]
+    affine = volume.affine.copy()
+    affine[:3, 3] = (volume.affine @ np.array([index[0], -oy, -ox, 1.0]))[:3]
+    padded = Volume(array=square, spacing=volume.spacing, affine=affine, modality="MR", units="a.u.",
+                    source=dict(volume.source, slices=[int(i) for i in index]),
+                    description=f"MNI152 T1 template, {part} slices")
+    return resample_volume(padded, size)

