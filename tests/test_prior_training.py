@@ -1,0 +1,182 @@
+"""The 2D prior: preconditioning identities, VE/VP conversions, training, resume, checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from medrecon.errors import DataError, UserError
+from medrecon.prior.checkpoint import load_prior, read_card, save_prior
+from medrecon.prior.data import SliceSet, draw_batch, from_phantoms
+from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
+from medrecon.prior.train import Trainer, TrainConfig, edm_loss
+
+TINY = dict(image_size=32, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1,
+            num_head_channels=16, norm_num_groups=4)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(network=UNetConfig(**TINY), steps=6, batch_size=4, lr=1e-3, ema_decay=0.9,
+                       checkpoint_every=3, val_every=3, **kw)
+
+
+@pytest.fixture(scope="module")
+def slices() -> SliceSet:
+    return from_phantoms(2, 32, slices=4, n_val=1)
+
+
+def test_edm_denoiser_limits() -> None:
+    """D(x, sigma) -> x as sigma -> 0 (c_skip -> 1, c_out -> 0); the output has the input's shape."""
+    model = EDMUNetDenoiser(UNetConfig(**TINY)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        tiny = model.denoise(x, torch.full((3,), 1e-4))
+        assert tiny.shape == x.shape
+        assert float((tiny - x).abs().max()) < 1e-3
+
+
+def test_ve_vp_conversions_agree() -> None:
+    """eps_vp(x_vp, abar) = -sigma * score(x_ve, sigma) with x_ve = x_vp / sqrt(abar)."""
+    torch.manual_seed(0)
+    model = EDMUNetDenoiser(UNetConfig(**TINY)).eval()
+    x0 = torch.rand(2, 1, 32, 32)
+    abar = torch.tensor([0.3, 0.9])
+    noise = torch.randn_like(x0)
+    x_vp = abar.sqrt().reshape(-1, 1, 1, 1) * x0 + (1 - abar).sqrt().reshape(-1, 1, 1, 1) * noise
+    sigma = ((1 - abar) / abar).sqrt()
+    with torch.no_grad():
+        eps = model.eps_vp(x_vp, abar)
+        score = model.score(x_vp / abar.sqrt().reshape(-1, 1, 1, 1), sigma)
+        x0_vp = (x_vp - (1 - abar).sqrt().reshape(-1, 1, 1, 1) * eps) / abar.sqrt().reshape(-1, 1, 1, 1)
+        x0_ve = model.denoise(x_vp / abar.sqrt().reshape(-1, 1, 1, 1), sigma)
+    torch.testing.assert_close(eps, -sigma.reshape(-1, 1, 1, 1) * score, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x0_vp, x0_ve, rtol=1e-4, atol=1e-4)  # the same Tweedie estimate
+
+
+def test_training_reduces_loss(slices, tmp_path) -> None:
+    cfg = tiny_config(seed=3)
+    cfg.steps = 25
+    trainer = Trainer(cfg, slices, tmp_path / "run")
+    gen = torch.Generator().manual_seed(0)
+    batch = draw_batch(slices.val, 16, gen, 0.0)
+    with torch.no_grad():
+        before = float(edm_loss(trainer.model, batch, torch.Generator().manual_seed(1), cfg.p_mean, cfg.p_std))
+    trainer.fit(progress=False)
+    with torch.no_grad():
+        after = float(edm_loss(trainer.model, batch, torch.Generator().manual_seed(1), cfg.p_mean, cfg.p_std))
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_equals_uninterrupted(slices, tmp_path) -> None:
+    straight = Trainer(tiny_config(), slices, tmp_path / "a")
+    straight.fit(progress=False)
+    first = Trainer(tiny_config(), slices, tmp_path / "b")
+    first.fit(steps=3, progress=False)  # checkpoint at step 3
+    resumed = Trainer(tiny_config(), slices, tmp_path / "b")
+    assert resumed.load_checkpoint() and resumed.step == 3
+    resumed.fit(progress=False)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _card(name="t", window=(0.0, 1.0)) -> dict:
+    return {"name": name, "architecture": {"family": "edm-unet", "config": UNetConfig(**TINY).to_dict()},
+            "parameterisation": "edm", "noise": {"sigma_min": 0.002, "sigma_max": 80.0}, "image_size": 32,
+            "intensity": {"convention": "window01", "window": list(window), "units": "a.u."},
+            "training": {"command": "test"}}
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path) -> None:
+    model = EDMUNetDenoiser(UNetConfig(**TINY))
+    out = save_prior(tmp_path / "p", _card(), model.state_dict())
+    loaded = load_prior(out)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert loaded.card["name"] == "t" and read_card(out)["weights"]["raw"] is None
+    with pytest.raises(UserError, match="already exists"):
+        save_prior(tmp_path / "p", _card(), model.state_dict())
+    with pytest.raises(DataError, match="window"):
+        load_prior(out, expect_window=(-1000, 1000))
+    with pytest.raises(DataError, match="32x32"):
+        load_prior(out, expect_image_size=128)
+    # an architecture that does not match the weights
+    card = json.loads((out / "model_card.json").read_text())
+    card["architecture"]["config"]["channels"] = [8, 32]
+    (out / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(DataError, match="do not match the architecture"):
+        load_prior(out)
+    (out / "model_card.json").write_text("{}")
+    with pytest.raises(DataError, match="lacks"):
+        load_prior(out)
+    with pytest.raises(UserError, match="unknown prior"):
+        load_prior(tmp_path / "nothing-here")
+
+
+def test_safetensors_never_unpickle(tmp_path) -> None:
+    model = EDMUNetDenoiser(UNetConfig(**TINY))
+    out = save_prior(tmp_path / "p", _card(), model.state_dict())
+    (out / "ema.safetensors").write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(DataError, match="cannot read safetensors"):
+        load_prior(out)
+
+
+def test_train_command_writes_a_loadable_prior(tmp_path) -> None:
+    from medrecon.cli import main
+    cfg = Path(__file__).parents[1] / "configs" / "train_tiny.yaml"
+    out = tmp_path / "prior"
+    assert main(["--quiet", "train", "--config", str(cfg), "--data", "phantoms", "--volumes", "2",
+                 "--steps", "4", "--output", str(out)]) == 0
+    card = read_card(out)
+    assert card["training"]["steps"] == 4 and "medrecon train" in card["training"]["command"]
+    assert card["intensity"]["window"] == [0.0, 1.0]
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert load_prior(out).image_size == 32
+
+
+_DDP_SCRIPT = r"""
+import os, sys, json, torch, torch.distributed as dist
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from test_prior_training import tiny_config
+from medrecon.prior.data import from_phantoms
+from medrecon.prior.train import Trainer
+dist.init_process_group("gloo")
+cfg = tiny_config(); cfg.steps = 1; cfg.checkpoint_every = 100; cfg.val_every = 100
+t = Trainer(cfg, from_phantoms(2, 32, slices=4, n_val=1), sys.argv[2])
+loss = t.train_step()
+flat = torch.cat([p.detach().flatten() for p in t.model.parameters()])
+json.dump({"loss": loss, "weights": flat.tolist()}, open(os.path.join(sys.argv[2], f"rank{dist.get_rank()}.json"), "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_match_single_process(slices, tmp_path) -> None:
+    """gloo, 2 processes: identical weights after a step; loss equals one process on the same global batch."""
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)]))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    str(script), str(Path(__file__).parent), str(tmp_path)], check=True, env=env, timeout=300)
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0["weights"] == r1["weights"]
+    # single process on the same global batch: the two ranks' half-batches, concatenated
+    cfg = tiny_config(); cfg.steps = 1
+    single = Trainer(cfg, from_phantoms(2, 32, slices=4, n_val=1), tmp_path / "single")
+    halves = []
+    for rank in (0, 1):
+        single.rank = rank
+        gen = single._generator(0)
+        x0 = draw_batch(single.data.train, 2, gen, cfg.max_rotation_deg, cfg.crop)
+        halves.append((x0, gen))
+    single.rank = 0
+    losses = [float(edm_loss(single.model, x0, gen, cfg.p_mean, cfg.p_std)) for x0, gen in halves]
+    assert sum(losses) / 2 == pytest.approx(r0["loss"], rel=1e-5)
+    assert r0["loss"] == pytest.approx(r1["loss"], rel=1e-6)
