@@ -509,7 +509,8 @@ def markdown(result: dict) -> str:
            "Command (from the repository root):", "", "```", result["command"], "```", "",
            f"3D Shepp-Logan phantom {'x'.join(map(str, o['shape']))} (Z x Y x X, 1 mm voxels; CT "
            f"contrast for CT, MR contrast for MRI), seed {o['seed']}. Metrics in the phantom's units "
-           f"with data range 1; axial/coronal/sagittal PSNR are means over the slices of that plane. "
+           f"with data range 1; axial/coronal/sagittal PSNR are means over the 2D slices of that plane "
+           f"(`medrecon.metrics.plane_metrics`; per-plane SSIM in the JSON). "
            f"Seconds: wall time of the reconstruction only (same process, shared CPU; "
            f"{env['cpu_count']} cores, torch threads {env['torch_threads']}), medrecon on `{o['device']}` "
            f"with CT backend `{o['backend']}`" + (f" (= `{', '.join(used)}`)" if used else "") + ".", "",
@@ -559,7 +560,8 @@ def markdown(result: dict) -> str:
         if "sigpy_operator_check" in info:
             out.append(f"- {key}: `sigpy.mri.linop.Sense` vs medrecon's simulated k-space, relative "
                        f"difference {info['sigpy_operator_check']['sense_rel_diff_vs_medrecon_data']:.2e}")
-    out += ["", f"Generated {result['generated']} with {env['versions']}; total "
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    out += ["", f"Generated {result['generated']} ({versions}, Python {env['python']}); total "
                 f"{result['total_seconds']:.0f} s.", ""]
     return "\n".join(out)
 
