@@ -74,3 +74,54 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
     if method in DIFFUSION:
         return DIFFUSION[method](m, op, y, settings, progress, device)
     return CLASSICAL[method](m, op, y, settings, progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Diffusion methods: the sampler settings plus how to run them (prior, samples, state, seed)
+# --------------------------------------------------------------------------------------------
+def _register_diffusion() -> None:
+    from dataclasses import dataclass, fields
+
+    from medrecon import config as config_module
+    from medrecon.samplers.config import CONFIG_CLASSES, TASK_DEFAULTS
+
+    for name, base in CONFIG_CLASSES.items():
+        @dataclass
+        class Settings(base):  # type: ignore[valid-type, misc]
+            prior: str = "phantom"       # shipped prior name or prior directory
+            samples: int = 1             # K > 1: K seeded runs, mean and per-voxel std
+            seed: int = 0                # seeds every random draw
+            state_dir: str = ""          # where the sampler state is saved ("" : not saved)
+            save_every: int = 0          # save the state every K steps (and on SIGINT/SIGTERM)
+            resume: bool = False         # continue from the state in state_dir
+
+        Settings.__name__ = Settings.__qualname__ = f"{name.capitalize()}Settings"
+        config_module.register(name, Settings)
+        for task, values in TASK_DEFAULTS[name].items():
+            config_module.TASK_DEFAULTS[(name, task)] = dict(values)
+        DIFFUSION[name] = _diffusion_runner(name, base, [f.name for f in fields(base)])
+
+
+def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Callable[..., torch.Tensor]:
+    def run(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any, progress: bool,
+            device: str | torch.device) -> torch.Tensor:
+        from medrecon.prior.checkpoint import load_prior
+        from medrecon.samplers.run import reconstruct
+
+        prior = load_prior(s.prior, device=device, expect_image_size=int(op.in_shape[-1]))
+        sampler_config = base(**{k: getattr(s, k) for k in sampler_fields})
+        result = reconstruct(method, op, y, prior, m, sampler_config, samples=s.samples, seed=s.seed,
+                             state_dir=s.state_dir or None, save_every=s.save_every, resume=s.resume,
+                             progress=progress)
+        LAST_INFO.clear()
+        LAST_INFO.update(result.info, std=result.std)
+        return result.x
+
+    return run
+
+
+# Details of the last diffusion run (timings, network evaluations, posterior std) for callers
+# that want more than the image: the CLI writes the std volume and the timings from here.
+LAST_INFO: dict[str, Any] = {}
+
+_register_diffusion()
