@@ -48,11 +48,20 @@ def psnr(x: ArrayLike, ref: ArrayLike, data_range: float) -> float:
 
 
 def ssim(x: ArrayLike, ref: ArrayLike, data_range: float) -> float:
-    """SSIM (Wang et al. 2004, 7-voxel uniform window, scikit-image) of ``x`` against ``ref``, any dimension."""
+    """SSIM (Wang et al. 2004, uniform window of 7 or the largest odd size that fits, scikit-image)
+    of ``x`` against ``ref``, any dimension. Volumes with an axis shorter than 3 voxels are scored
+    as the mean SSIM of their 2D slices along that axis; NaN if no axis allows a window."""
     a, b = _as_numpy(x), _as_numpy(ref)
     _check_pair(a, b, data_range)
-    win = min(7, *[s if s % 2 else s - 1 for s in a.shape])
-    return float(structural_similarity(a, b, data_range=data_range, win_size=max(win, 3)))
+    short = [k for k, n in enumerate(a.shape) if n < 3]
+    if short:
+        if a.ndim <= 2 or len(short) == a.ndim:
+            return math.nan
+        axis = short[0]
+        values = [ssim(np.take(a, i, axis), np.take(b, i, axis), data_range) for i in range(a.shape[axis])]
+        return float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan
+    win = min(7, *[n if n % 2 else n - 1 for n in a.shape])
+    return float(structural_similarity(a, b, data_range=data_range, win_size=win))
 
 
 def plane_metrics(x: ArrayLike, ref: ArrayLike, data_range: float, plane: str) -> dict[str, float]:
@@ -70,8 +79,8 @@ def plane_metrics(x: ArrayLike, ref: ArrayLike, data_range: float, plane: str) -
     psnrs = [psnr(s, r, data_range) for s, r in zip(a, b)]
     finite = [p for p in psnrs if math.isfinite(p)]
     mean_psnr = float(np.mean(finite)) if finite else math.inf
-    ssims = [ssim(s, r, data_range) for s, r in zip(a, b)]
-    return {"psnr": mean_psnr, "ssim": float(np.mean(ssims))}
+    ssims = [v for v in (ssim(s, r, data_range) for s, r in zip(a, b)) if not math.isnan(v)]
+    return {"psnr": mean_psnr, "ssim": float(np.mean(ssims)) if ssims else math.nan}
 
 
 def volume_metrics(x: ArrayLike, ref: ArrayLike, data_range: float) -> dict:

@@ -57,3 +57,11 @@ def test_volume_metrics_torch_complex_and_table() -> None:
 def test_mismatched_shapes_raise() -> None:
     with pytest.raises(ValueError, match="shape"):
         psnr(np.zeros((2, 2)), np.zeros((2, 3)), 1.0)
+
+
+def test_thin_volumes_have_metrics() -> None:
+    """A 2-slice volume: coronal/sagittal slices are 2 voxels tall, too short for an SSIM window."""
+    ref = np.random.default_rng(2).random((2, 16, 16))
+    m = volume_metrics(ref + 0.05, ref, 1.0)
+    assert 0 < m["ssim"] < 1 and 0 < m["planes"]["axial"]["ssim"] < 1
+    assert math.isnan(m["planes"]["coronal"]["ssim"]) and math.isfinite(m["planes"]["coronal"]["psnr"])
