@@ -49,6 +49,7 @@ class TVSettings:
     cg_iterations: int = 5
     axes: str = "3d"                 # "z" (TV along z only, as DiffusionMBIR) or "3d" (anisotropic)
     boundary: str = "neumann"        # or "circular"
+    nonnegative: bool = True         # x >= 0 (attenuation); off for complex MRI images
 
 
 @dataclass
@@ -70,7 +71,7 @@ SETTINGS: dict[str, type] = {
 
 # Per-task defaults that differ from the dataclass defaults (measured on Shepp-Logan phantoms).
 TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("tv", "cs-mri"): {"lam_rel": 2e-3, "rho_rel": 5e-2, "iterations": 100},
+    ("tv", "cs-mri"): {"lam_rel": 2e-3, "rho_rel": 5e-2, "iterations": 100, "nonnegative": False},
 }
 
 

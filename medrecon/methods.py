@@ -33,7 +33,7 @@ def _tv(op: LinearOperator, y: torch.Tensor, s: Any, progress: bool) -> torch.Te
         raise UserError(f"tv: axes must be 'z' or '3d', got {s.axes!r}")
     return classical.admm_tv(op, y, lam=s.lam_rel * norm2, rho=s.rho_rel * norm2,
                              iterations=s.iterations, cg_iterations=s.cg_iterations, tv_axes=axes,
-                             boundary=s.boundary, progress=progress)
+                             boundary=s.boundary, progress=progress, nonnegative=s.nonnegative)
 
 
 def _fbp(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any) -> torch.Tensor:

@@ -111,3 +111,18 @@ def test_sirt_converges_on_nonnegative_consistent_data() -> None:
     assert float((x - truth).norm() / truth.norm()) < 0.02
     with pytest.raises(ValueError, match="complex"):
         sirt(op, torch.zeros(2, 40, dtype=torch.complex128))
+
+
+def test_nonnegative_admm_tv_is_feasible_and_helps() -> None:
+    """x >= 0 as a second split: the result is non-negative and closer to a non-negative truth."""
+    op, truth, y = _piecewise_problem(2)
+    truth = truth.clamp(min=0)
+    y = op.forward(truth) + 0.3 * torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=y.dtype)
+    kw = dict(lam=1.0, rho=2.0, iterations=60, cg_iterations=10)
+    free = admm_tv(op, y, **kw)
+    nonneg = admm_tv(op, y, nonnegative=True, **kw)
+    assert float(nonneg.min()) >= 0.0
+    assert float((nonneg - truth).norm()) <= float((free - truth).norm())
+    with pytest.raises(ValueError, match="real image"):
+        AdmmTV(random_matrix_operator(4, (2, 2), torch.complex128), torch.zeros(1, 4, dtype=torch.complex128),
+               FiniteDifference(1, (2, 2), dtype=torch.complex128), 1.0, 1.0, nonnegative=True)

@@ -76,15 +76,16 @@ def cgls(op: LinearOperator, y: torch.Tensor, iterations: int = 20, x0: Optional
 
 def admm_tv(op: LinearOperator, y: torch.Tensor, lam: float, rho: float, iterations: int = 50,
             cg_iterations: int = 5, tv_axes: Sequence[int] = (0,), boundary: str = "neumann",
-            x0: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
+            x0: Optional[torch.Tensor] = None, progress: bool = False,
+            nonnegative: bool = False) -> torch.Tensor:
     """ADMM-TV: ``min ||y - A x||^2 / 2 + lambda ||D x||_1`` with ``D`` along ``tv_axes``
-    (``(0,)``: z only, as DiffusionMBIR; ``(0, 1, 2)``: anisotropic 3D).
+    (``(0,)``: z only, as DiffusionMBIR; ``(0, 1, 2)``: anisotropic 3D), optionally with ``x >= 0``.
 
     Starts from ``x0`` (CGLS-like zero start when None).
     """
     n = _n_slices(op, y)
     diff = FiniteDifference(n, op.in_shape[1:], tv_axes, boundary, op.in_dtype, op.device)
-    solver = AdmmTV(op, y, diff, lam, rho, cg_iterations)
+    solver = AdmmTV(op, y, diff, lam, rho, cg_iterations, nonnegative)
     start = torch.zeros((n, *op.in_shape[1:]), dtype=op.in_dtype, device=op.device) if x0 is None else x0
     return solver.run(start, iterations, progress)
 
