@@ -1,6 +1,6 @@
 """The sample datasets medrecon's benchmarks and shipped priors use, read from local files.
 
-Nothing here downloads anything. ``scripts/fetch_chest_ct.py`` fetches and verifies the sample
+Nothing here downloads anything. ``scripts/fetch_sample_data.py`` fetches and verifies the sample
 chest CT series (see ``data_manifests/chest-ct-sample.yaml``); the MNI152 template ships inside
 the nilearn package.
 
@@ -111,7 +111,7 @@ def chest_ct_slab(part: str = "test", size: int = 128, root: Optional[str | Path
     folder = chest_ct_dir(root)
     if not folder.is_dir():
         raise UserError(f"sample chest CT not found in {folder}; fetch it with "
-                        f"`python scripts/fetch_chest_ct.py` (or set MEDRECON_DATA)")
+                        f"`python scripts/fetch_sample_data.py` (or set MEDRECON_DATA)")
     volume = select_files(load_volume(folder), numbers)
     return resample_volume(volume, size)
 

@@ -40,7 +40,7 @@ def test_resample_keeps_field_of_view(numbered_series) -> None:
 
 
 def test_missing_chest_ct_gives_fetch_hint(tmp_path) -> None:
-    with pytest.raises(UserError, match="fetch_chest_ct.py"):
+    with pytest.raises(UserError, match="fetch_sample_data.py"):
         chest_ct_slab("test", root=tmp_path / "nowhere")
     with pytest.raises(UserError, match="train"):
         chest_ct_slab("validation", root=tmp_path)

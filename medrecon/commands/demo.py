@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="sparse-view-ct", help="task to simulate")
     p.add_argument("--data", choices=("phantom", "chest-ct"), default="phantom",
                    help="phantom: the 3D Shepp-Logan phantom; chest-ct: the held-out slab of the sample chest "
-                        "CT series (fetch it first with scripts/fetch_chest_ct.py)")
+                        "CT series (fetch it first with scripts/fetch_sample_data.py)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(24, 128, 128),
                    help="phantom size in voxels")
     p.add_argument("--views", type=int, default=8, help="sparse-view CT: number of views")
