@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.data == "chest-ct":
-        from medrecon.datasets import chest_ct_test_slab
-        volume = chest_ct_test_slab()
+        from medrecon.datasets import chest_ct_slab
+        if args.task == "cs-mri":
+            from medrecon.errors import UserError
+            raise UserError("--data chest-ct is a CT series; use it with a CT task")
+        volume = chest_ct_slab("test")
     else:
         contrast = "mr" if args.task == "cs-mri" else "ct"
         volume = Volume.from_array(phantoms.shepp_logan_3d(args.shape, contrast=contrast),
@@ -62,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
     m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                  mri=MRIOptions(acceleration=args.acceleration), device=device)
     reference = volume.array
-    data_range = float(reference.max() - reference.min())
+    # CT in HU: metrics on the [-1000, 1000] HU window's range (2000 HU); phantoms: their own range
+    data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
     methods = list(TASK_DEFAULTS[args.task]["methods"])
     if not args.no_diffusion and "dds" in DIFFUSION:
         methods.append("dds")
     results, volumes, seconds = {}, {}, {}
     for method in methods:
-        settings = {"prior": TASK_DEFAULTS[args.task]["prior"]} if method == "dds" else None
+        prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
+        settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
         start = time.perf_counter()
         recon = run_method(m, method, settings, device=device, progress=not args.quiet)
         seconds[method] = time.perf_counter() - start
