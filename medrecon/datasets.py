@@ -76,12 +76,21 @@ def select_files(volume: Volume, numbers: Sequence[int], pattern: re.Pattern = _
                         f"found {len(keep)}")
     if keep != list(range(keep[0], keep[0] + len(keep))):
         raise UserError("the selected files are not a contiguous slab")
-    array = volume.array[keep[0]: keep[-1] + 1]
+    return take_slab(volume, keep[0], keep[-1] + 1)
+
+
+def take_slab(volume: Volume, start: int, stop: int) -> Volume:
+    """Slices ``start:stop`` of ``volume`` with the affine's origin moved to slice ``start``."""
+    z = volume.shape[0]
+    if not 0 <= start < stop <= z:
+        raise UserError(f"slab {start}:{stop} is outside the volume's {z} slices")
     affine = volume.affine.copy()
-    affine[:3, 3] = (volume.affine @ np.array([keep[0], 0, 0, 1.0]))[:3]
-    source = dict(volume.source, files=[files[k] for k in keep])
-    return Volume(array=array, spacing=volume.spacing, affine=affine, modality=volume.modality,
-                  units=volume.units, window=volume.window, source=source,
+    affine[:3, 3] = (volume.affine @ np.array([start, 0, 0, 1.0]))[:3]
+    source = dict(volume.source)
+    if isinstance(source.get("files"), list) and len(source["files"]) == z:
+        source["files"] = source["files"][start:stop]
+    return Volume(array=volume.array[start:stop], spacing=volume.spacing, affine=affine,
+                  modality=volume.modality, units=volume.units, window=volume.window, source=source,
                   description=volume.description, window_units=volume.window_units)
 
 
