@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -135,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and not (args.overwrite or args.resume):
         raise UserError(f"{output} already exists; pass --overwrite (or --resume)")
     device = resolve_device(args.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
     init_distributed(device)
     data, (provenance, licence) = load_data(args, config.network.image_size)
     trainer = Trainer(config, data, args.run_dir or str(output) + ".run", device)
