@@ -158,7 +158,7 @@ def random_ellipsoids(shape: Sequence[int] = (64, 128, 128), seed: int = 0, cont
     for _ in range(int(n_ellipsoids)):
         semi = rng.uniform(0.02, 0.30, size=3)
         direction = rng.uniform(-1.0, 1.0, size=3)
-        offset = inner * direction * 0.8 * np.sqrt(rng.uniform()) / max(np.linalg.norm(direction), 1e-6)
+        offset = inner * direction * rng.uniform(0.0, 0.75) / max(np.linalg.norm(direction), 1e-6)
         rot = Rotation.random(random_state=np.random.RandomState(rng.integers(2**31))).as_matrix()
         semi = np.minimum(semi, 0.9 * (inner - np.abs(offset)).clip(min=0.02))
         value = rng.uniform(-0.25, 0.45)
