@@ -100,6 +100,11 @@ def save_prior(directory: str | os.PathLike, card: dict, ema_state: dict[str, to
         for name, content in (extras or {}).items():
             target = tmp / name
             target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; a prior is meant to be shared
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
