@@ -57,18 +57,28 @@ def test_ve_vp_conversions_agree() -> None:
     torch.testing.assert_close(x0_vp, x0_ve, rtol=1e-4, atol=1e-4)  # the same Tweedie estimate
 
 
+def _denoising_mse(model, batch: torch.Tensor) -> float:
+    """Mean denoising MSE at fixed noise levels with fixed noise (a deterministic training probe)."""
+    gen = torch.Generator().manual_seed(1)
+    total = 0.0
+    with torch.no_grad():
+        for s in (0.05, 0.2, 0.5):
+            noise = torch.randn(batch.shape, generator=gen)
+            sigma = torch.full((batch.shape[0],), s)
+            total += float(((model.denoise(batch + s * noise, sigma) - batch) ** 2).mean())
+    return total / 3
+
+
 def test_training_reduces_loss(slices, tmp_path) -> None:
     cfg = tiny_config(seed=3)
-    cfg.steps = 25
+    cfg.steps = 30
     trainer = Trainer(cfg, slices, tmp_path / "run")
-    gen = torch.Generator().manual_seed(0)
-    batch = draw_batch(slices.val, 16, gen, 0.0)
-    with torch.no_grad():
-        before = float(edm_loss(trainer.model, batch, torch.Generator().manual_seed(1), cfg.p_mean, cfg.p_std))
+    batch = draw_batch(slices.val, 16, torch.Generator().manual_seed(0), 0.0)
+    before = _denoising_mse(trainer.model, batch)
     trainer.fit(progress=False)
-    with torch.no_grad():
-        after = float(edm_loss(trainer.model, batch, torch.Generator().manual_seed(1), cfg.p_mean, cfg.p_std))
-    assert after < 0.8 * before, (before, after)
+    trainer.model.eval()
+    after = _denoising_mse(trainer.model, batch)
+    assert after < 0.7 * before, (before, after)
 
 
 def test_resume_equals_uninterrupted(slices, tmp_path) -> None:
