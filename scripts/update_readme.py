@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Copy the measured tables into README.md, between ``<!-- BEGIN name -->`` / ``<!-- END name -->``.
+
+Sources (all produced by commands in this repository, which the tables name):
+- ``classical``: benchmarks/results/classical.md (``python benchmarks/classical.py``)
+- ``diffusion``: benchmarks/results/diffusion.md (``python benchmarks/diffusion.py ...``)
+- ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
+  (``medrecon train ...`` and ``medrecon prior-eval ...``)
+
+    python scripts/update_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRIORS = ("phantom", "chest-ct", "brain-mri")
+EVAL_DATA = {"phantom": "phantoms", "chest-ct": "chest-ct", "brain-mri": "brain-mri"}
+
+
+def benchmark_table(name: str) -> str:
+    """The benchmark's markdown without its top-level title."""
+    text = (REPO / "benchmarks" / "results" / f"{name}.md").read_text()
+    return re.sub(r"^# .*\n+", "", text, count=1).strip()
+
+
+def priors_table() -> str:
+    weights = REPO / "medrecon" / "prior" / "weights"
+    lines = ["| prior | parameters | training steps | training slices | final loss (train / val) | "
+             "sigma | noisy PSNR | prior PSNR | best-TV PSNR | gain over TV |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    commands = []
+    for name in PRIORS:
+        card = json.loads((weights / name / "model_card.json").read_text())
+        ev = json.loads((weights / name / "prior_eval.json").read_text())
+        t = card["training"]
+        for k, row in enumerate(ev["denoising"]):
+            head = (f"| `{name}` | {card['parameters']:,} | {t['steps']} | {t['train_slices']} | "
+                    f"{t['final_loss']:.4f} / {t['final_val_loss']:.4f} ") if k == 0 else "| | | | | "
+            lines.append(head + f"| {row['sigma']:g} | {row['noisy_psnr']:.2f} | {row['prior_psnr']:.2f} | "
+                         f"{row['tv_psnr']:.2f} | {row['gain_over_tv_db']:+.2f} dB |")
+        commands.append(f"- `{name}`: `{t['command']}`; then "
+                        f"`medrecon prior-eval {name} --data {EVAL_DATA[name]} --output "
+                        f"medrecon/prior/weights/{name}` ({ev['slices']} held-out slices, seed {ev['seed']})")
+    return "\n".join(lines + ["", "Commands:", ""] + commands)
+
+
+def replace(readme: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), readme)
+
+
+def main() -> int:
+    path = REPO / "README.md"
+    readme = path.read_text()
+    sources = {"classical": benchmark_table, "diffusion": benchmark_table, "priors": lambda _: priors_table()}
+    for name, make in sources.items():
+        if f"<!-- BEGIN {name} -->" in readme:
+            readme = replace(readme, name, make(name))
+    path.write_text(readme)
+    print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
