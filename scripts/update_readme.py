@@ -3,7 +3,8 @@
 
 Sources (all produced by commands in this repository, which the tables name):
 - ``classical``: benchmarks/results/classical.md (``python benchmarks/classical.py``)
-- ``diffusion``: benchmarks/results/diffusion.md (``python benchmarks/diffusion.py ...``)
+- ``diffusion``: benchmarks/results/diffusion-*/diffusion.md (``python benchmarks/diffusion.py ...``;
+  one run per group of cases, each table names its command)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -23,9 +24,12 @@ EVAL_DATA = {"phantom": "phantoms", "chest-ct": "chest-ct", "brain-mri": "brain-
 
 
 def benchmark_table(name: str) -> str:
-    """The benchmark's markdown without its top-level title."""
-    text = (REPO / "benchmarks" / "results" / f"{name}.md").read_text()
-    return re.sub(r"^# .*\n+", "", text, count=1).strip()
+    """The benchmark's markdown without its top-level title (several runs: one after the other)."""
+    results = REPO / "benchmarks" / "results"
+    files = [results / f"{name}.md"] if (results / f"{name}.md").is_file() else sorted(results.glob(f"{name}-*/{name}.md"))
+    if not files:
+        raise SystemExit(f"no benchmark results for {name} under {results}")
+    return "\n\n".join(re.sub(r"^# .*\n+", "", f.read_text(), count=1).strip() for f in files)
 
 
 def priors_table() -> str:
