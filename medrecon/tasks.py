@@ -146,12 +146,12 @@ def simulate(volume: Volume, task: str, seed: int = 0, ct: Optional[CTOptions] =
         torch.ones(1, y, x, dtype=torch.complex64, device=device)
     scale = float(np.percentile(np.abs(volume.array), 99.9)) or 1.0
     op = SenseOperator(maps, mask.mask, device=device)
-    img = torch.from_numpy(volume.array / scale).to(device=device, dtype=torch.complex64)
+    img = torch.from_numpy(np.ascontiguousarray(volume.array)).to(device=device, dtype=torch.complex64)
     with torch.no_grad():
-        k = op.forward(img)
+        k = op.forward(img)  # k-space of the image in its own units; sigma is in working units
         if opts.sigma > 0:
             from medrecon.physics.noise import complex_gaussian
-            k = complex_gaussian(k, opts.sigma, seed) * op.mask.to(k.device)
+            k = complex_gaussian(k, opts.sigma * scale, seed) * op.mask.to(k.device)
     arrays.update(mask=mask.mask.astype(np.uint8), coil_maps=maps.cpu().numpy())
     attrs.update(scale=scale, offset=0.0, options=asdict(opts), acceleration=mask.acceleration,
                  sampled_fraction=mask.sampled_fraction)
