@@ -190,3 +190,32 @@ def test_ddp_two_ranks_match_single_process(slices, tmp_path) -> None:
     losses = [float(edm_loss(single.model, x0, gen, cfg.p_mean, cfg.p_std)) for x0, gen in halves]
     assert sum(losses) / 2 == pytest.approx(r0["loss"], rel=1e-5)
     assert r0["loss"] == pytest.approx(r1["loss"], rel=1e-6)
+
+
+def test_train_from_a_data_manifest(tmp_path) -> None:
+    """--data MANIFEST.yaml --data-root DIR: files verified, volumes loaded, licence recorded."""
+    import numpy as np
+    import yaml
+
+    from medrecon.cli import main
+    from medrecon.io import save_volume
+    from medrecon.phantoms import random_ellipsoids
+    from medrecon.volume import Volume
+
+    root = tmp_path / "data"
+    for k in range(2):
+        save_volume(Volume.from_array(random_ellipsoids((4, 32, 32), seed=k)), root / f"v{k}.nii.gz")
+    manifest = {"schema": "medrecon-manifest/1", "name": "toy", "title": "Toy volumes", "description": "two phantoms",
+                "modality": "OT", "licence": {"name": "CC0", "terms": "none"}, "obtain": {"instructions": "generated"},
+                "checksums": "user-supplied", "groups": [{"pattern": "*.nii.gz", "min_count": 2}],
+                "preprocessing": []}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    cfg = Path(__file__).parents[1] / "configs" / "train_tiny.yaml"
+    out = tmp_path / "prior"
+    assert main(["--quiet", "train", "--config", str(cfg), "--data", str(path), "--data-root", str(root),
+                 "--steps", "2", "--output", str(out)]) == 0
+    card = read_card(out)
+    assert card["training"]["licence"] == "CC0" and "toy" in card["training"]["provenance"]
+    assert card["training"]["split"].startswith("by volume")
+    assert main(["train", "--config", str(cfg), "--data", str(path), "--output", str(tmp_path / "p2")]) == 2

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, nargs="+", metavar="DATA",
                    help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
                         "train slices), or NIfTI files / DICOM series directories")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="with --data MANIFEST.yaml: the folder holding the dataset's files (verified first)")
     p.add_argument("--output", required=True, metavar="PRIOR_DIR", help="prior directory to write")
     p.add_argument("--name", default=None, help="prior name in the model card (default: output folder name)")
     p.add_argument("--run-dir", default=None, help="checkpoints and logs (default: PRIOR_DIR.run)")
@@ -73,8 +75,37 @@ def load_data(args: argparse.Namespace, size: int):
         data = SliceSet(torch.from_numpy(slices[:-n_val]), torch.from_numpy(slices[-n_val:]), window,
                         volume.units, {"data": kind, "split": f"by slab: last {n_val} training slices validate"})
         return data, PROVENANCE[kind]
+    if kind is not None and kind.endswith((".yaml", ".yml")):
+        return _from_manifest(args, size)
     data = from_volumes(args.data, size, window=args.window)
     return data, (args.provenance or "user data: " + ", ".join(args.data), args.licence or "not stated")
+
+
+def _from_manifest(args: argparse.Namespace, size: int):
+    """Training volumes listed by a data manifest: verified under --data-root, then NIfTI files
+    as volumes and DICOM files as one series list. Provenance and licence come from the manifest."""
+    from medrecon.errors import UserError
+    from medrecon.io.manifest import glob_group, load_manifest, verify_manifest
+    from medrecon.prior.data import from_volumes
+
+    if not args.data_root:
+        raise UserError(f"--data {args.data[0]} is a manifest: pass --data-root DIR with the dataset's files")
+    manifest, root = load_manifest(args.data[0]), Path(args.data_root)
+    report = verify_manifest(manifest, root)
+    if not report.passed:
+        raise UserError(f"{args.data[0]}: the files under {root} do not verify; run `medrecon data verify "
+                        f"{args.data[0]} --root {root}` for details")
+    paths = [root / f.path for f in manifest.files if (root / f.path).is_file()]
+    for group in manifest.groups:
+        paths += glob_group(root, group.pattern)
+    nifti = sorted(str(p) for p in paths if str(p).endswith((".nii", ".nii.gz")))
+    dicom = sorted(str(p) for p in paths if not str(p).endswith((".nii", ".nii.gz")))
+    volumes = nifti + ([dicom] if dicom else [])
+    if not volumes:
+        raise UserError(f"{args.data[0]}: the manifest lists no NIfTI or DICOM files")
+    data = from_volumes(volumes, size, window=args.window)
+    return data, (f"{manifest.title} (manifest {manifest.name})", manifest.licence.get("name", "not stated")
+                  if isinstance(manifest.licence, dict) else str(manifest.licence))
 
 
 def git_revision() -> str | None:

@@ -56,16 +56,16 @@ def windowed_slices(volume: Volume, size: int, window: Optional[Sequence[float]]
     return np.asarray(to_window(array, window), np.float32), (float(window[0]), float(window[1]))
 
 
-def from_volumes(paths: Sequence[str | Path], size: int, val_fraction: float = 0.1,
+def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fraction: float = 0.1,
                  window: Optional[Sequence[float]] = None) -> SliceSet:
-    """Slices of several volumes (NIfTI files or DICOM folders); the last volumes (by sorted
-    path) are held out for validation, so no slab contributes to both splits. With a single
+    """Slices of several volumes (NIfTI files, DICOM folders, or lists of DICOM files); the last
+    volumes are held out for validation, so no slab contributes to both splits. With a single
     volume, the last contiguous slab of ``val_fraction`` of its slices is held out instead."""
     from medrecon.io import load_volume
 
     if not paths:
         raise UserError("no training volumes given")
-    volumes = [load_volume(p) for p in sorted(map(str, paths))]
+    volumes = [load_volume(p) for p in paths]
     win = window
     stacks = []
     for v in volumes:
