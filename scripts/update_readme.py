@@ -54,10 +54,10 @@ def priors_table() -> str:
 
 
 def replace(readme: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+    pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
     if not pattern.search(readme):
         raise SystemExit(f"README.md has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), readme)
+    return pattern.sub(lambda m: f"<!-- BEGIN {name} -->\n{body}\n<!-- END {name} -->", readme)
 
 
 def main() -> int:
