@@ -140,4 +140,7 @@ def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]]) -> Inte
     if prior.lo != 0.0:
         raise DataError(f"prior {card.get('name', '?')!r}: an MRI prior's window must start at 0 "
                         f"(complex images take no offset), got {prior.window}")
-    return prior
+    # A simulated measurement records how its working units relate to the volume's own units
+    # (w = value / scale); a prior window given in those units ("a.u.") maps through it.
+    scale = float(getattr(m, "attrs", {}).get("scale", 1.0)) if units != "window01" else 1.0
+    return IntensityMap(prior.lo / scale, prior.scale / scale)
