@@ -119,9 +119,10 @@ def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]]) -> Inte
 
     CT working units are the HU window ``m.attrs["window"]`` mapped to [0, 1] (``mu = scale * w +
     offset``); a prior window in HU or 1/mm is converted through them, one in "a.u."/"window01"
-    is taken in working units directly. MRI working units are already normalised (|w| ~ [0, 1]),
-    so the prior window applies directly (it must start at 0). No card (an analytic or test
-    prior): the identity.
+    is taken in working units directly. MRI working units are the volume's own units divided by
+    ``m.attrs["scale"]`` (``w = value / scale``), so a prior window in those units ("a.u.")
+    maps through that scale (it must start at 0); a "window01" prior window is taken in working
+    units. No card (an analytic or test prior): the identity.
     """
     if card is None:
         return IntensityMap(0.0, 1.0)
