@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from medrecon.errors import UserError
+from medrecon.errors import DataError, UserError
 
 
 @dataclass
@@ -120,27 +120,36 @@ def make_settings(method: str, values: Optional[dict] = None, where: str = "sett
     return settings
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config ``{method, task?, settings}``; errors name the file and key."""
+def read_config_document(path: str | Path) -> dict:
+    """The YAML mapping ``{method, task?, description?, settings}`` of a config file, checked for
+    shape only (the settings are validated by the method's schema). Errors name the file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+        raise DataError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {path}: expected a mapping with keys method, task, settings")
+        raise DataError(f"config file {path}: expected a mapping with keys method, task, settings")
     unknown = set(data) - {"method", "task", "settings", "description"}
     if unknown:
-        raise UserError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}; "
+        raise DataError(f"config file {path}: unknown top-level key(s) {sorted(unknown)}; "
                         f"expected method, task, settings, description")
     if "method" not in data:
-        raise UserError(f"config file {path}: missing key 'method'")
+        raise DataError(f"config file {path}: missing key 'method'")
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
-        raise UserError(f"config file {path}: 'settings' must be a mapping")
-    make_settings(data["method"], settings, where=str(path))  # validate now
+        raise DataError(f"config file {path}: 'settings' must be a mapping")
+    return {**data, "settings": settings}
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a YAML config ``{method, task?, settings}``; errors name the file and key."""
+    data = read_config_document(path)
+    make_settings(data["method"], data["settings"], where=str(path), task=data.get("task"))
     return data
 
 

@@ -26,7 +26,8 @@ def methods_for(task: str) -> tuple[str, ...]:
     return CT_METHODS if task in CT_TASKS else MRI_METHODS
 
 
-def _tv(op: LinearOperator, y: torch.Tensor, s: Any, progress: bool) -> torch.Tensor:
+def tv_reconstruction(op: LinearOperator, y: torch.Tensor, s: Any, progress: bool = False) -> torch.Tensor:
+    """ADMM-TV of working-unit data ``y`` with :class:`~medrecon.config.TVSettings` ``s``."""
     norm2 = operator_norm(op.subset(slice(0, 1)) if op.in_shape[0] is not None else op) ** 2
     axes = {"z": (0,), "3d": (0, 1, 2)}.get(s.axes)
     if axes is None:
@@ -48,7 +49,7 @@ CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
     "fbp": lambda m, op, y, s, p: _fbp(m, op, y, s),
     "sirt": lambda m, op, y, s, p: classical.sirt(op, y, s.iterations, nonnegative=s.nonnegative, progress=p),
     "cgls": lambda m, op, y, s, p: classical.cgls(op, y, s.iterations, progress=p),
-    "tv": lambda m, op, y, s, p: _tv(op, y, s, p),
+    "tv": lambda m, op, y, s, p: tv_reconstruction(op, y, s, p),
     "zero-filled": lambda m, op, y, s, p: classical.zero_filled(op, y),
     "sense": lambda m, op, y, s, p: classical.sense(op, y, s.iterations, s.l2),
 }

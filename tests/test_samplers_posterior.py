@@ -71,11 +71,18 @@ def test_reconstruct_maps_working_units_through_the_prior_window() -> None:
     den = GaussianMixtureDenoiser(template_set(32))
     den.card = {"name": "t", "intensity": {"convention": "window01", "window": [-1200.0, 800.0],
                                            "units": "HU"}}
-    out = reconstruct("dds", op, y, den, m, steps=3, seed=2)
+    from medrecon.samplers.run import warm_start_image
+
+    out = reconstruct("dds", op, y, den, m, steps=3, seed=2)     # task default: warm start
     imap = prior_map_for_measurement(m, den.card)
     assert imap.lo == pytest.approx(-0.1) and imap.scale == pytest.approx(1.0)
+    start = imap.image_to_prior(warm_start_image(op, y, m.task))
+    direct = dds(op, imap.data_to_prior(op, y), den, steps=3, seed=2, start_sigma=0.3,
+                 x_init=start, lam_rel=out.info["config"]["lam_rel"]).x
+    assert out.std is None and torch.allclose(out.x, imap.image_from_prior(direct), atol=1e-6)
+    cold = reconstruct("dds", op, y, den, m, steps=3, seed=2, start_sigma=0.0)
     direct = dds(op, imap.data_to_prior(op, y), den, steps=3, seed=2,
                  lam_rel=out.info["config"]["lam_rel"]).x
-    assert out.std is None and torch.allclose(out.x, imap.image_from_prior(direct), atol=1e-6)
+    assert torch.allclose(cold.x, imap.image_from_prior(direct), atol=1e-6)
     post = reconstruct("dds", op, y, den, m, samples=2, steps=3)
     assert post.std is not None and post.std.shape == post.x.shape and float(post.std.max()) > 0

@@ -48,10 +48,15 @@ from medrecon.solvers.tv import FiniteDifference
 
 
 def dds_sigmas(config: DdsConfig, prior_sigma_max: float) -> tuple[list[int], list[float]]:
-    """The DDIM timesteps and their VE noise levels (descending), capped at the prior's range."""
+    """The DDIM timesteps and their VE noise levels (descending), capped at the prior's range
+    (and at ``config.start_sigma`` for a warm start)."""
     abar = vp_alpha_bars(config.beta_start, config.beta_end, config.timesteps)
-    cap = largest_timestep_below(abar, prior_sigma_max)
-    ts = ddim_timesteps(config.steps, config.timesteps, cap)
+    top = prior_sigma_max if config.start_sigma <= 0 else min(prior_sigma_max, config.start_sigma)
+    cap = largest_timestep_below(abar, top)
+    try:
+        ts = ddim_timesteps(config.steps, config.timesteps, cap)
+    except ValueError as exc:
+        raise UserError(f"dds: {exc}") from None
     return ts, [float(sigma_from_alpha_bar(float(abar[t]))) for t in ts]
 
 
@@ -82,10 +87,14 @@ class DataConsistency:
             with torch.no_grad():
                 self.aty = op.adjoint(y)
 
-    def zero_state(self) -> Tensors:
-        """``z = u = 0`` (as published), or nothing without TV-z."""
+    def zero_state(self, x_start: Optional[torch.Tensor] = None) -> Tensors:
+        """``z = u = 0`` (as published), or ``z = D_z x_start, u = 0`` for a warm start (so the
+        first ADMM step does not pull a good start towards ``D_z x = 0``); nothing without TV-z."""
         if self.admm is None:
             return {}
+        if x_start is not None:
+            st = self.admm.init_state(x_start)
+            return {"z": st.z, "u": st.u}
         shape = (self.aty.shape[0], 1, *self.aty.shape[1:])
         zero = torch.zeros(shape, dtype=self.aty.dtype, device=self.aty.device)
         return {"z": zero, "u": zero.clone()}
@@ -111,7 +120,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         config: Optional[DdsConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
         state_dir: Optional[str] = None, save_every: int = 0, resume: bool = False,
         progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
-        **overrides: Any) -> SampleResult:
+        x_init: Optional[torch.Tensor] = None, **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DDS (module docstring).
 
     Args:
@@ -123,6 +132,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         seed: seeds every random draw (CPU generator: same numbers on CPU and CUDA).
         op_norm_sq: ``||A||^2`` if known (else power iteration) for the relative weights.
         state_dir, save_every, resume, progress, callback: see :class:`RunOptions`.
+        x_init: ``[Z, Y, X]`` start image in prior units (required when ``start_sigma > 0``).
     Returns:
         :class:`SampleResult` with ``x`` in prior units and ``info``.
     """
@@ -133,6 +143,16 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     t_start = time.perf_counter()
     n = check_problem(op, y, denoiser)
     device = op.device
+    x_start: Optional[torch.Tensor] = None          # warm start, [Z, Y, X] in the operator's dtype
+    if cfg.start_sigma > 0:
+        if x_init is None or tuple(x_init.shape) != (n, *op.in_shape[1:]):
+            raise UserError(f"start_sigma > 0 needs x_init of shape {[n, *op.in_shape[1:]]}, got "
+                            f"{None if x_init is None else list(x_init.shape)}")
+        x_start = x_init.to(device=device, dtype=op.in_dtype)
+    elif x_init is not None:
+        raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
+    if cfg.clip_x0 and op.in_dtype.is_complex:
+        raise UserError("clip_x0 applies to real (CT) images only")
     denoiser = denoiser.to(device).eval()
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq)
     ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max))
@@ -149,16 +169,21 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     last: dict[str, torch.Tensor] = {}
 
     def init() -> Tensors:
-        if cfg.init_noise:
+        if x_start is not None:
+            x = to_prior_batch(x_start) + noise.normal(batch_shape, rdt, device) * sigmas[0]
+        elif cfg.init_noise:
             x = noise.normal(batch_shape, rdt, device) * math.sqrt(1.0 + sigmas[0] ** 2)
         else:
             x = torch.zeros(batch_shape, dtype=rdt, device=device)
-        return {"x": x, **dc.zero_state()}
+        return {"x": x, **dc.zero_state(x_start)}
 
     def step(i: int, t: Tensors) -> Tensors:
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
             x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)
+        eps = (xr - x0r) / sigma
+        if cfg.clip_x0:
+            x0r = x0r.clamp_min(0.0)
         eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})

@@ -17,7 +17,7 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
-from medrecon.samplers.config import SamplerConfig, config_for_task
+from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import IntensityMap, prior_map_for_measurement
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
 
@@ -51,8 +51,14 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None))
             if measurement is not None else IntensityMap(0.0, 1.0))
     y_p = imap.data_to_prior(op, y)
-    common = dict(seed=seed, state_dir=state_dir, save_every=save_every, resume=resume,
-                  progress=progress, **overrides)
+    x_init = overrides.pop("x_init", None)
+    cfg = with_overrides(cfg, **overrides)
+    common: dict[str, Any] = dict(seed=seed, state_dir=state_dir, save_every=save_every,
+                                  resume=resume, progress=progress)
+    if x_init is not None:
+        common["x_init"] = x_init
+    elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
+        common["x_init"] = imap.image_to_prior(warm_start_image(op, y, task, progress))
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
@@ -61,3 +67,17 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     return Reconstruction(imap.image_from_prior(post.mean), post.std * imap.scale,
                           {"method": method, "samples": samples, "seeds": post.seeds,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
+
+
+def warm_start_image(op: LinearOperator, y: torch.Tensor, task: Optional[str],
+                     progress: bool = False) -> torch.Tensor:
+    """The start of a warm-started DDS run (``start_sigma > 0``): ADMM-TV with the task's
+    default settings (:class:`medrecon.config.TVSettings`), ``[Z, Y, X]`` in working units."""
+    from medrecon.config import make_settings
+    from medrecon.methods import tv_reconstruction
+
+    settings = make_settings("tv", task=task)
+    if op.in_dtype.is_complex:
+        settings.nonnegative = False
+    with torch.no_grad():
+        return tv_reconstruction(op, y, settings, progress)
