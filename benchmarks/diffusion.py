@@ -230,7 +230,7 @@ def run_row(job: dict) -> dict:
         seconds = time.perf_counter() - start
         info = {k: result.info[k] for k in ("nfe_per_slice", "lam", "rho", "op_norm_sq",
                                             "residual", "time_network", "time_physics",
-                                            "intensity_map")}
+                                            "intensity_map", "time_warm_start")}
         info["config"] = dataclasses.asdict(cfg)
         nfe = result.info["nfe_per_slice"]
     else:

@@ -54,7 +54,7 @@ plt.tight_layout()"""),
 for name in volumes:
     ref = volumes[name].array
     p = {k: volume_metrics(v, ref, 1.0)["psnr"] for k, v in results[name].items()}
-    assert p["tv"] > p["fbp"], (name, p)
+    assert p["tv"] > p["fbp"] and p["dds"] > p["fbp"], (name, p)
     print(name, {k: round(v, 2) for k, v in p.items()})"""),
 ])
 

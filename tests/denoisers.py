@@ -135,3 +135,10 @@ def mri_problem(acceleration: float = 8, n: int = 24, n_slices: int = 4, tau: fl
                           coherent_volume(templates[4], n_slices, tau, seed=1))
     op = SenseOperator(birdcage_maps(4, (n, n)), uniform_1d((n, n), acceleration, 0.08, seed=0))
     return op, op(truth), truth, GaussianMixtureDenoiser(templates, tau=tau)
+
+
+def benchmark_prior(name: str, device: str = "cpu") -> GaussianFourierDenoiser:
+    """A stand-in for the shipped priors in benchmark tests (``--prior-factory``): the Wiener
+    denoiser of a smooth stationary Gaussian prior around 0.3, for any slice size up to 32."""
+    del name
+    return GaussianFourierDenoiser(torch.full((32, 32), 0.3), smooth_power_spectrum(32)).to(device)

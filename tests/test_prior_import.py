@@ -6,7 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,38 +13,18 @@ from safetensors.torch import load_file
 from medrecon.cli import main
 from medrecon.errors import DataError, UserError
 from medrecon.published import build_denoiser, import_published
-
-DATA = Path(__file__).parent / "data" / "published"
-TOL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: one intra-op thread avoids OpenMP spin-waiting on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def config(fmt: str) -> dict:
-    key = "architecture" if fmt == "ncsnpp" else "create_model_kwargs"
-    return json.loads((DATA / f"{fmt}_tiny_config.json").read_text())[key]
+from published_fixtures import DATA, TOL, tiny_config, tiny_io
 
 
 def config_file(tmp_path: Path, fmt: str, **extra) -> Path:
     path = tmp_path / f"{fmt}_config.json"
-    path.write_text(json.dumps({**config(fmt), **extra}))
+    path.write_text(json.dumps({**tiny_config(fmt), **extra}))
     return path
 
 
 def cli_import(fmt: str, src: Path, cfg: Path, out: Path, *more: str) -> int:
     return main(["--quiet", "prior", "import", "--format", fmt, str(src), "--config", str(cfg),
                  "--output", str(out), *more])
-
-
-def reference(fmt: str) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in np.load(DATA / f"{fmt}_tiny_io.npz").items()}
 
 
 def test_fixture_checksums() -> None:
@@ -73,7 +52,7 @@ def test_import_ncsnpp_via_cli(tmp_path: Path) -> None:
     assert all(torch.equal(ema[k], ref[k]) for k in ref)
     raw = load_file(out / "raw.safetensors")
     assert not torch.equal(raw["all_modules.3.weight"], ema["all_modules.3.weight"])
-    den, d = build_denoiser(card, ema, "cpu"), reference("ncsnpp")
+    den, d = build_denoiser(card, ema, "cpu"), tiny_io("ncsnpp")
     with torch.no_grad():
         assert (den.score(d["x"], d["sigma"]) - d["out"]).abs().max().item() < TOL
     assert den.card is card
@@ -92,7 +71,7 @@ def test_import_adm_via_cli(tmp_path: Path) -> None:
     assert card["parameters"] == 353_090
     ema, ref = load_file(out / "ema.safetensors"), load_file(DATA / "adm_tiny.safetensors")
     assert sorted(ema) == sorted(ref) and all(torch.equal(ema[k], ref[k]) for k in ref)
-    den, d = build_denoiser(card, ema, "cpu"), reference("adm")
+    den, d = build_denoiser(card, ema, "cpu"), tiny_io("adm")
     with torch.no_grad():
         eps = den.eps_at_timestep(d["x"], d["t_frac"])
     assert (eps - d["out_t_frac"][:, :1]).abs().max().item() < TOL
@@ -127,48 +106,48 @@ def test_refuses_wrong_shadow_list(tmp_path: Path) -> None:
     ckpt = _ckpt()
     ckpt["ema"]["shadow_params"] = ckpt["ema"]["shadow_params"][:-1]
     with pytest.raises(DataError, match="shadow_params has 275 entries, expected 276"):
-        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=config("ncsnpp"))
+        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=tiny_config("ncsnpp"))
     ckpt = _ckpt()
     ckpt["ema"]["shadow_params"][5] = torch.zeros(3)
     with pytest.raises(DataError, match=r"shadow_params\[5\] has shape \[3\]"):
-        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=config("ncsnpp"))
+        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=tiny_config("ncsnpp"))
 
 
 def test_refuses_wrong_key_set_and_shapes(tmp_path: Path) -> None:
     ckpt = _ckpt()
     del ckpt["model"]["module.all_modules.8.NIN_0.W"]
     with pytest.raises(DataError, match=r"missing 1 tensor\(s\): all_modules.8.NIN_0.W"):
-        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=config("ncsnpp"))
+        import_published("ncsnpp", _saved(tmp_path, ckpt), tmp_path / "o", config=tiny_config("ncsnpp"))
     state = torch.load(DATA / "adm_tiny.pt", weights_only=True)
     state["out.2.weight"] = torch.zeros(2, 32, 1, 1)
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(DataError) as info:
-        import_published("adm", _saved(tmp_path, state, "bad.pt"), tmp_path / "o", config=config("adm"))
+        import_published("adm", _saved(tmp_path, state, "bad.pt"), tmp_path / "o", config=tiny_config("adm"))
     msg = str(info.value)
     assert "unexpected 1 tensor(s): extra.weight" in msg and "out.2.weight [2, 32, 1, 1]" in msg
     # the right file with a config of another size
     with pytest.raises(DataError, match="shape mismatch"):
         import_published("adm", DATA / "adm_tiny.pt", tmp_path / "o",
-                         config={**config("adm"), "num_channels": 64})
+                         config={**tiny_config("adm"), "num_channels": 64})
 
 
 def test_refuses_the_other_layout(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no 'model' entry"):
-        import_published("ncsnpp", DATA / "adm_tiny.pt", tmp_path / "o", config=config("ncsnpp"))
+        import_published("ncsnpp", DATA / "adm_tiny.pt", tmp_path / "o", config=tiny_config("ncsnpp"))
     with pytest.raises(DataError, match="expected a plain ADM state dict"):
-        import_published("adm", DATA / "ncsnpp_tiny_checkpoint.pth", tmp_path / "o", config=config("adm"))
+        import_published("adm", DATA / "ncsnpp_tiny_checkpoint.pth", tmp_path / "o", config=tiny_config("adm"))
 
 
 def test_refuses_pickled_code_and_garbage(tmp_path: Path) -> None:
     src = _saved(tmp_path, {"w": torch.zeros(1), "obj": Payload()})   # needs code to unpickle
     with pytest.raises(DataError, match="weights_only=True"):
-        import_published("adm", src, tmp_path / "o", config=config("adm"))
+        import_published("adm", src, tmp_path / "o", config=tiny_config("adm"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="junk.pt"):
-        import_published("adm", junk, tmp_path / "o", config=config("adm"))
+        import_published("adm", junk, tmp_path / "o", config=tiny_config("adm"))
     with pytest.raises(UserError, match="file not found"):
-        import_published("adm", tmp_path / "missing.pt", tmp_path / "o", config=config("adm"))
+        import_published("adm", tmp_path / "missing.pt", tmp_path / "o", config=tiny_config("adm"))
 
 
 def test_output_exists_needs_overwrite(tmp_path: Path) -> None:
@@ -191,7 +170,7 @@ def test_default_config_is_the_full_size_network(tmp_path: Path) -> None:
 
 
 def test_build_denoiser_refuses_bad_cards(tmp_path: Path) -> None:
-    out = import_published("adm", DATA / "adm_tiny.pt", tmp_path / "p", config=config("adm"))
+    out = import_published("adm", DATA / "adm_tiny.pt", tmp_path / "p", config=tiny_config("adm"))
     card = json.loads((out / "model_card.json").read_text())
     state = load_file(out / "ema.safetensors")
     with pytest.raises(DataError, match="parameterisation"):

@@ -194,7 +194,6 @@ def test_ddp_two_ranks_match_single_process(slices, tmp_path) -> None:
 
 def test_train_from_a_data_manifest(tmp_path) -> None:
     """--data MANIFEST.yaml --data-root DIR: files verified, volumes loaded, licence recorded."""
-    import numpy as np
     import yaml
 
     from medrecon.cli import main

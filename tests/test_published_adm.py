@@ -2,64 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from medrecon.errors import UserError
+from published_fixtures import DATA, TOL, recorded_keys, tiny_config, tiny_io
 from medrecon.published import ADMConfig, ADMDenoiser, ADMUNet, autocast_context, build_network
 from medrecon.published.importer import split_card_options, adm_state, load_published, read_config
 
-DATA = Path(__file__).parent / "data" / "published"
 REPO = Path(__file__).resolve().parents[1]
-TOL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread avoids OpenMP spin-waiting on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_config() -> dict:
-    return json.loads((DATA / "adm_tiny_config.json").read_text())["create_model_kwargs"]
-
-
-def io() -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in np.load(DATA / "adm_tiny_io.npz").items()}
 
 
 def tiny_net(state: dict | None = None) -> ADMUNet:
-    net = ADMUNet(tiny_config())
+    net = ADMUNet(tiny_config("adm"))
     net.load_state_dict(state if state is not None else load_file(DATA / "adm_tiny.safetensors"),
                         strict=True)
     return net.eval()
 
 
-def recorded_keys(name: str) -> list[tuple[str, list[int], str]]:
-    rows = []
-    for line in (DATA / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        rows.append((key, json.loads(shape), dtype))
-    return rows
-
-
 @pytest.mark.parametrize("source", ["safetensors", "pt"])
 def test_reproduces_reference_outputs(source: str) -> None:
     if source == "pt":
-        state = adm_state(load_published(DATA / "adm_tiny.pt"), tiny_config(), "fixture")
+        state = adm_state(load_published(DATA / "adm_tiny.pt"), tiny_config("adm"), "fixture")
     else:
         state = load_file(DATA / "adm_tiny.safetensors")
-    net, d = tiny_net(state), io()
+    net, d = tiny_net(state), tiny_io("adm")
     with torch.no_grad():
         out = net(d["x"], d["t"])
         out_frac = net(d["x"], d["t_frac"])
@@ -69,7 +39,7 @@ def test_reproduces_reference_outputs(source: str) -> None:
 
 
 def test_resolved_config_matches_published_hyperparameters() -> None:
-    cfg = ADMConfig.from_dict(tiny_config())
+    cfg = ADMConfig.from_dict(tiny_config("adm"))
     assert (cfg.model_channels, cfg.out_channels, cfg.attention_ds, cfg.channel_mult) == (32, 2, (2,), (1, 1))
     full, _, _ = split_card_options(read_config(REPO / "configs/published/adm_aapm256.yaml", "adm"))
     f = ADMConfig.from_dict(full)
@@ -89,7 +59,7 @@ def test_full_size_config_matches_recorded_keys_on_meta() -> None:
 
 def test_schedule_matches_fixture_alpha_bar() -> None:
     den = ADMDenoiser(tiny_net())
-    d = io()
+    d = tiny_io("adm")
     abar = den.alpha_bar[d["t"].long()]
     assert torch.allclose(abar.float(), d["alpha_bar_t"], rtol=1e-6, atol=0)
     assert abs(den.sigma_min - 0.0100005) < 1e-6 and 150 < den.sigma_max < 160
@@ -113,7 +83,7 @@ def test_timestep_exact_at_integers_and_monotone_between() -> None:
 
 
 def test_adapter_eps_at_integer_timestep_equals_network() -> None:
-    den, d = ADMDenoiser(tiny_net()), io()
+    den, d = ADMDenoiser(tiny_net()), tiny_io("adm")
     x, t = d["x"], d["t"]
     with torch.no_grad():
         raw = den.net(x, t)[:, :1]
@@ -125,7 +95,7 @@ def test_adapter_eps_at_integer_timestep_equals_network() -> None:
 
 
 def test_adapter_denoise_is_vp_tweedie() -> None:
-    den, d = ADMDenoiser(tiny_net()), io()
+    den, d = ADMDenoiser(tiny_net()), tiny_io("adm")
     x_ve = d["x"] * 3.0
     sigma = torch.tensor([0.7, 12.0])
     abar = 1 / (1 + sigma.double() ** 2)
@@ -153,4 +123,4 @@ def test_autocast_context_is_noop_on_cpu() -> None:
                                     {"use_new_attention_order": True}, {"out_channels": 1}])
 def test_config_refuses_unsupported_options(option: dict) -> None:
     with pytest.raises(UserError):
-        ADMUNet({**tiny_config(), **option})
+        ADMUNet({**tiny_config("adm"), **option})

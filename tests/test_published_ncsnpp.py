@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from medrecon.errors import UserError
+from published_fixtures import DATA, TOL, recorded_keys, tiny_config, tiny_io
 from medrecon.published import NCSNpp, NCSNppDenoiser, build_network, prepare_for_inference
 from medrecon.published.importer import split_card_options, load_published, ncsnpp_states, read_config
 
-DATA = Path(__file__).parent / "data" / "published"
 REPO = Path(__file__).resolve().parents[1]
-TOL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread avoids OpenMP spin-waiting on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_config() -> dict:
-    return json.loads((DATA / "ncsnpp_tiny_config.json").read_text())["architecture"]
-
-
-def io() -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in np.load(DATA / "ncsnpp_tiny_io.npz").items()}
 
 
 def run(net: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -41,30 +21,20 @@ def run(net: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor) -> torch.Ten
         return net.eval()(x, sigma)
 
 
-def recorded_keys(name: str) -> list[tuple[str, list[int], str]]:
-    rows = []
-    for line in (DATA / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        rows.append((key.removeprefix("module."), json.loads(shape), dtype))
-    return rows
-
-
 def test_reproduces_reference_from_safetensors() -> None:
-    net = NCSNpp(tiny_config())
+    net = NCSNpp(tiny_config("ncsnpp"))
     net.load_state_dict(load_file(DATA / "ncsnpp_tiny.safetensors"), strict=True)
-    d = io()
+    d = tiny_io("ncsnpp")
     err = (run(net, d["x"], d["sigma"]) - d["out"]).abs().max().item()
     assert err < TOL, err
 
 
 def test_reproduces_reference_from_checkpoint_with_ema() -> None:
     ckpt = load_published(DATA / "ncsnpp_tiny_checkpoint.pth")
-    ema, raw, step = ncsnpp_states(ckpt, tiny_config(), "fixture")
+    ema, raw, step = ncsnpp_states(ckpt, tiny_config("ncsnpp"), "fixture")
     assert step == 0
-    d = io()
-    net = NCSNpp(tiny_config())
+    d = tiny_io("ncsnpp")
+    net = NCSNpp(tiny_config("ncsnpp"))
     net.load_state_dict(ema, strict=True)
     out_ema = run(net, d["x"], d["sigma"])
     net.load_state_dict(raw, strict=True)
@@ -76,7 +46,7 @@ def test_reproduces_reference_from_checkpoint_with_ema() -> None:
 
 
 def test_ema_state_equals_published_inference_weights() -> None:
-    ema, _, _ = ncsnpp_states(load_published(DATA / "ncsnpp_tiny_checkpoint.pth"), tiny_config(), "f")
+    ema, _, _ = ncsnpp_states(load_published(DATA / "ncsnpp_tiny_checkpoint.pth"), tiny_config("ncsnpp"), "f")
     ref = load_file(DATA / "ncsnpp_tiny.safetensors")
     assert sorted(ema) == sorted(ref) and len(ref) == 278
     for k in ref:
@@ -88,7 +58,7 @@ def test_full_size_config_matches_recorded_keys_on_meta() -> None:
     net = build_network("ncsnpp", cfg, "meta")
     got = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
            for k, v in net.state_dict().items()]
-    assert got == recorded_keys("ncsnpp_full_AAPM256_keys.txt")
+    assert got == recorded_keys("ncsnpp_full_AAPM256_keys.txt", "module.")
     assert sum(p.numel() for p in net.parameters()) == 61_433_601
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 61_433_473
     out = net(torch.empty(1, 1, 256, 256, device="meta"), torch.empty(1, device="meta"))
@@ -103,13 +73,13 @@ def test_full_size_attention_only_in_bottleneck() -> None:
 
 
 def _denoiser() -> NCSNppDenoiser:
-    net = NCSNpp(tiny_config())
+    net = NCSNpp(tiny_config("ncsnpp"))
     net.load_state_dict(load_file(DATA / "ncsnpp_tiny.safetensors"))
     return NCSNppDenoiser(prepare_for_inference(net, "cpu"))
 
 
 def test_adapter_score_and_denoiser() -> None:
-    den, d = _denoiser(), io()
+    den, d = _denoiser(), tiny_io("ncsnpp")
     x, s = d["x"], d["sigma"]
     with torch.no_grad():
         score = den.score(x, s)
@@ -126,7 +96,7 @@ def test_adapter_score_and_denoiser() -> None:
 
 
 def test_scalar_sigma_broadcasts() -> None:
-    den, d = _denoiser(), io()
+    den, d = _denoiser(), tiny_io("ncsnpp")
     with torch.no_grad():
         a = den.score(d["x"], torch.tensor(0.5))
         b = den.score(d["x"], torch.tensor([0.5, 0.5]))
@@ -134,8 +104,8 @@ def test_scalar_sigma_broadcasts() -> None:
 
 
 def test_channels_last_matches_contiguous() -> None:
-    d = io()
-    net = NCSNpp(tiny_config())
+    d = tiny_io("ncsnpp")
+    net = NCSNpp(tiny_config("ncsnpp"))
     net.load_state_dict(load_file(DATA / "ncsnpp_tiny.safetensors"))
     net = prepare_for_inference(net, "cpu", channels_last=True)
     x = d["x"].contiguous(memory_format=torch.channels_last)
@@ -146,17 +116,17 @@ def test_channels_last_matches_contiguous() -> None:
                                     {"resblock_type": "ddpm"}, {"bogus_option": 1}])
 def test_config_refuses_unsupported_options(option: dict) -> None:
     with pytest.raises(UserError):
-        NCSNpp({**tiny_config(), **option})
+        NCSNpp({**tiny_config("ncsnpp"), **option})
 
 
 def test_config_requires_sizes() -> None:
-    cfg = {k: v for k, v in tiny_config().items() if k != "model.nf"}
+    cfg = {k: v for k, v in tiny_config("ncsnpp").items() if k != "model.nf"}
     with pytest.raises(UserError, match="nf"):
         NCSNpp(cfg)
 
 
 def test_refuses_other_slice_sizes() -> None:
-    net = NCSNpp(tiny_config())
+    net = NCSNpp(tiny_config("ncsnpp"))
     with pytest.raises(ValueError, match="built for 32x32"):
         net(torch.zeros(1, 1, 64, 64), torch.ones(1))
 

@@ -10,7 +10,7 @@ from matrix_operator import random_matrix_operator
 import medrecon.tasks
 from medrecon.errors import DataError, UserError
 from medrecon.physics.ct import make_ct_operator, parallel_geometry, sparse_view_angles
-from medrecon.physics.mri import SenseOperator, birdcage_maps, uniform_1d
+from medrecon.physics.mri import SenseOperator, birdcage_maps
 from medrecon.samplers.common import (NoiseSource, StateStore, from_prior_batch, prior_chunked,
                                       to_prior_batch)
 from medrecon.samplers.config import (TASK_DEFAULTS, TASKS, DdsConfig, MbirConfig,
@@ -22,15 +22,6 @@ from medrecon.samplers.intensity import IntensityMap, mri_intensity, window_map
 from denoisers import GaussianMixtureDenoiser, template_set
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on the shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_prior_batch_round_trip_and_layout() -> None:

@@ -18,14 +18,6 @@ from medrecon.solvers.classical import cgls, sense
 from medrecon.solvers.tv import FiniteDifference
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def ct():
     return ct_problem(views=4)

@@ -10,14 +10,6 @@ from medrecon.samplers.dds import dds
 from medrecon.samplers.posterior import sample_posterior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_posterior_spread_zero_iff_deterministic() -> None:
     op, y, truth, den = ct_problem(views=4, n_slices=3)
     det = sample_posterior("dds", op, y, den, samples=3, steps=5, eta=0.0, init_noise=False)

@@ -4,7 +4,6 @@ Golden values were measured with torch 2.13 (CPU); the tolerance covers floating
 differences between machines, not a change of behaviour.
 """
 
-import pytest
 import torch
 
 from medrecon.metrics import psnr
@@ -16,14 +15,6 @@ from medrecon.solvers.fbp import fbp
 
 GOLDEN_DDS10 = 21.31      # dB, 3 slices, 8 views, 10 steps, seed 0
 TOLERANCE = 0.5           # dB
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _problem(slices: slice):

@@ -15,14 +15,6 @@ from medrecon.samplers import dds, mbir
 DATA = Path(__file__).parent / "data" / "published"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def problem():
     op = make_ct_operator(parallel_geometry((32, 32), sparse_view_angles(8)), backend="astra")

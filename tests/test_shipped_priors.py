@@ -2,7 +2,6 @@
 beat a best-weight TV denoiser at sigma = 0.1 on held-out slices, and make DDS beat FBP."""
 
 import json
-import math
 
 import pytest
 import torch

@@ -24,13 +24,16 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
+
+if TYPE_CHECKING:  # annotations only
+    import scipy.sparse
 
 BEAMS = ("parallel", "fan")
 BACKENDS = ("auto", "astra", "torch")

@@ -15,7 +15,7 @@ sinusoidal timestep embedding as ``c_noise`` = log(sigma) mapped linearly from
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from monai.networks.nets import DiffusionModelUNet

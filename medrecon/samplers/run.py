@@ -9,6 +9,7 @@ runs ``dds`` or ``mbir`` (or :func:`~medrecon.samplers.posterior.sample_posterio
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -40,7 +41,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
     The intensity map comes from ``denoiser.card`` (identity without a card or a measurement:
-    ``y`` is then taken to be in the prior's units).
+    ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
+    starts from ``overrides["x_init"]`` (prior units) or, by default, from
+    :func:`warm_start_image`; ``info["time_warm_start"]`` is the time spent on that start (s).
     """
     if method not in SAMPLERS:
         raise UserError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -55,17 +58,22 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     cfg = with_overrides(cfg, **overrides)
     common: dict[str, Any] = dict(seed=seed, state_dir=state_dir, save_every=save_every,
                                   resume=resume, progress=progress)
+    warm_seconds = 0.0
     if x_init is not None:
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
+        t0 = time.perf_counter()
         common["x_init"] = imap.image_to_prior(warm_start_image(op, y, task, progress))
+        warm_seconds = time.perf_counter() - t0
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
-                              {**result.info, "intensity_map": [imap.lo, imap.scale]})
+                              {**result.info, "intensity_map": [imap.lo, imap.scale],
+                               "time_warm_start": warm_seconds})
     post = sample_posterior(method, op, y_p, denoiser, samples, cfg, **common)
     return Reconstruction(imap.image_from_prior(post.mean), post.std * imap.scale,
                           {"method": method, "samples": samples, "seeds": post.seeds,
+                           "time_warm_start": warm_seconds,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
 
 

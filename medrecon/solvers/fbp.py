@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import lru_cache
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.ct import CTGeometry
 from medrecon.physics.operator import LinearOperator
+
+if TYPE_CHECKING:  # annotations only
+    import scipy.sparse
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 
