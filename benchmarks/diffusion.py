@@ -323,7 +323,9 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
 def markdown(rows: list[dict], meta: dict) -> str:
     head = ("| case | method | PSNR | SSIM | axial PSNR/SSIM | coronal PSNR/SSIM | sagittal PSNR/SSIM "
             "| NFE/slice | time (s) | peak mem (MB) |")
-    lines = [f"# Diffusion benchmark ({meta['date']})", "", f"Command: `{meta['command']}`", "",
+    cases = ", ".join(meta["cases"]) or "no case"
+    lines = [f"# Diffusion benchmark: {cases} ({meta['date'][:10]})", "",
+             f"Command: `{meta['command']}`", "",
              f"Device {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, "
              f"git {meta['git']}. Metrics in working units, data range 1.", "", head,
              "|" + "---|" * 10]
@@ -376,6 +378,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="build priors with FUNCTION(name, device) instead of the shipped weights")
     p.add_argument("--prior-factory-path", default=None, metavar="DIR",
                    help="directory to put on sys.path for --prior-factory")
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="re-render FILE's diffusion.md (same folder) from its diffusion.json; runs nothing")
     p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"),
                    help="where diffusion.md and diffusion.json are written")
     args = p.parse_args(argv)
@@ -393,6 +397,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        text = markdown(doc["rows"], doc)
+        write_text_atomic(Path(args.from_json).with_name("diffusion.md"), text, overwrite=True)
+        print(text)
+        return 0
     cases = [c for c in make_cases(args.quick) if args.cases is None or c.key in args.cases]
     rows, per_case = [], {}
     command = "python benchmarks/diffusion.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -69,6 +69,13 @@ def test_reported_numbers_are_recomputable(run) -> None:
     assert row["psnr"] == pytest.approx(volume_metrics(fbp, ref, 1.0)["psnr"], abs=1e-9)
 
 
+def test_markdown_re_rendered_from_json(run, tmp_path) -> None:
+    bench, doc, md = run
+    (tmp_path / "diffusion.json").write_text(json.dumps(doc))
+    assert bench.main(["--from-json", str(tmp_path / "diffusion.json")]) == 0
+    assert (tmp_path / "diffusion.md").read_text() == md
+
+
 def test_rows_option_and_entry_point(tmp_path) -> None:
     bench = _bench()
     assert [m for _, m, _ in bench.diffusion_rows(5, 5, ("dds", "mbir"))] == ["dds", "mbir"]
