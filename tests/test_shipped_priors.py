@@ -47,7 +47,8 @@ def test_data_priors_beat_tv_at_sigma_0_1(name: str) -> None:
 
 
 def test_dds_with_phantom_prior_beats_fbp_on_held_out_phantom() -> None:
-    """8-view sparse-view CT of a held-out ellipsoid phantom (test seed), 4 slices, 20 NFE."""
+    """8-view sparse-view CT of a held-out ellipsoid phantom (test seed), 4 slices, 20 NFE. (ADMM-TV
+    reaches 42.9 dB here: piecewise-constant ellipsoids are TV's best case; see the README.)"""
     from medrecon.methods import run_method
     from medrecon.phantoms import TEST_SEED_START, random_ellipsoids
     from medrecon.tasks import CTOptions, simulate, to_volume_units
@@ -56,10 +57,14 @@ def test_dds_with_phantom_prior_beats_fbp_on_held_out_phantom() -> None:
     volume = Volume.from_array(random_ellipsoids((4, 128, 128), seed=TEST_SEED_START + 7))
     m = simulate(volume, "sparse-view-ct", seed=0, ct=CTOptions(views=8))
     fbp = psnr(to_volume_units(run_method(m, "fbp"), m), volume.array, 1.0)
-    dds = psnr(to_volume_units(run_method(m, "dds", {"prior": "phantom", "steps": 20, "seed": 0}), m),
-               volume.array, 1.0)
-    assert dds >= fbp + 8.0, (dds, fbp)
-    assert dds >= GOLDEN["dds-phantom-sv8-20nfe"] - 0.5, (dds, GOLDEN)
+    def dds(**extra) -> float:
+        settings = {"prior": "phantom", "steps": 20, "seed": 0, **extra}
+        return psnr(to_volume_units(run_method(m, "dds", settings), m), volume.array, 1.0)
+
+    warm, cold = dds(), dds(start_sigma=0.0)       # default (ADMM-TV warm start), as published
+    assert warm >= fbp + 15.0 and cold >= fbp + 8.0, (warm, cold, fbp)   # FBP measured 13.0 dB
+    assert abs(warm - GOLDEN["dds-phantom-sv8-20nfe"]) < 0.5, (warm, GOLDEN)
+    assert abs(cold - GOLDEN["dds-phantom-sv8-20nfe-from-noise"]) < 0.5, (cold, GOLDEN)
 
 
 @pytest.mark.slow
