@@ -94,6 +94,29 @@ def take_slab(volume: Volume, start: int, stop: int) -> Volume:
                   description=volume.description, window_units=volume.window_units)
 
 
+def parse_slab(text: str) -> tuple[int, int]:
+    """``"A:B"`` -> ``(A, B)`` (volume slice indices, B exclusive); UserError otherwise."""
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--slices {text!r}: expected A:B, two slice indices (B exclusive)") from None
+    return a, b
+
+
+def select_and_resample(volume: Volume, slices: Optional[str] = None,
+                        size: Optional[int] = None) -> Volume:
+    """The slab ``slices`` ("A:B", all when None) of ``volume``, resampled in-plane to
+    ``size x size`` when given and different (the geometry follows in the affine)."""
+    if slices:
+        volume = take_slab(volume, *parse_slab(slices))
+    if size is not None:
+        if size < 8:
+            raise UserError(f"--size must be at least 8 pixels, got {size}")
+        if volume.shape[1] != size or volume.shape[2] != size:
+            volume = resample_volume(volume, size)
+    return volume
+
+
 def resample_volume(volume: Volume, size: int) -> Volume:
     """``volume`` with every axial slice resampled to ``size x size`` (spacing and affine updated)."""
     z, y, x = volume.shape

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medrecon.datasets import resample_volume, take_slab
+    from medrecon.datasets import select_and_resample
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume, write_dicom_series
@@ -56,12 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
-        volume = load_volume(args.study, series=args.series)
-        if args.slices:
-            a, b = (int(v) for v in args.slices.split(":"))
-            volume = take_slab(volume, a, b)
-        if volume.shape[1] != args.size or volume.shape[2] != args.size:
-            volume = resample_volume(volume, args.size)
+        volume = select_and_resample(load_volume(args.study, series=args.series), args.slices,
+                                     args.size)
         device = resolve_device(args.device)
         m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                      mri=MRIOptions(acceleration=args.acceleration), device=device)

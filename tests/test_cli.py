@@ -114,3 +114,22 @@ def test_mri_units_round_trip_for_any_intensity_scale() -> None:
     x = to_volume_units(run_method(m, "sense"), m)
     assert abs(float(np.percentile(x, 99)) / float(np.percentile(v.array, 99)) - 1) < 0.1
     assert psnr(x, v.array, 230.0) > 25.0
+
+
+def test_simulate_takes_a_slab_at_the_prior_size(workspace, capsys) -> None:
+    from medrecon.io import load_volume
+    from medrecon.io.measurements import load_measurement
+
+    d = workspace
+    assert _run("simulate", "--task", "sparse-view-ct", "--input", str(d / "ph.nii.gz"), "--slices",
+                "1:5", "--size", "32", "--output", str(d / "slab.h5")) == 0
+    m = load_measurement(d / "slab.h5")
+    full = load_volume(d / "ph.nii.gz")
+    assert m.data.shape[0] == 4 and tuple(m.geometry["image_shape"]) == (32, 32)
+    assert m.attrs["volume"]["spacing"][1] == pytest.approx(full.spacing[1] * 48 / 32)
+    assert _run("simulate", "--task", "sparse-view-ct", "--input", str(d / "ph.nii.gz"), "--slices",
+                "one:5", "--output", str(d / "bad.h5")) == 2
+    assert "--slices 'one:5'" in capsys.readouterr().err and not (d / "bad.h5").exists()
+    assert _run("simulate", "--task", "sparse-view-ct", "--input", str(d / "ph.nii.gz"), "--slices",
+                "3:99", "--output", str(d / "bad.h5")) == 2
+    assert "outside the volume's 6 slices" in capsys.readouterr().err

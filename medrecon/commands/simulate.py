@@ -17,6 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, metavar="VOLUME", help="NIfTI file or DICOM series directory")
     p.add_argument("--series", default=None, help="DICOM: SeriesInstanceUID or index when the folder holds several")
     p.add_argument("--output", required=True, metavar="MEAS.h5", help="measurement file to write (HDF5)")
+    p.add_argument("--slices", default=None, metavar="A:B",
+                   help="simulate only the slab of volume slices A..B-1 (default: every slice)")
+    p.add_argument("--size", type=int, default=None, metavar="N",
+                   help="resample every slice to N x N pixels first (the shipped priors are 128x128; "
+                        "default: keep the input's size)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (noise, mask)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="where to compute")
@@ -53,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io.measurements import save_measurement
     from medrecon.tasks import simulate
 
-    volume = load_volume(args.input, series=args.series)
+    from medrecon.datasets import select_and_resample
+
+    volume = select_and_resample(load_volume(args.input, series=args.series), args.slices, args.size)
     ct = CTOptions(views=args.views, wedge=args.wedge, start=args.start, step=args.step, beam=args.beam,
                    source_origin=args.source_origin, origin_detector=args.origin_detector,
                    detectors=args.detectors, detector_spacing=args.detector_spacing, i0=args.i0)
