@@ -71,7 +71,7 @@ SETTINGS: dict[str, type] = {
 
 # Per-task defaults that differ from the dataclass defaults (measured on Shepp-Logan phantoms).
 TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("tv", "cs-mri"): {"lam_rel": 2e-3, "rho_rel": 5e-2, "iterations": 100, "nonnegative": False},
+    ("tv", "cs-mri"): {"lam_rel": 2.5e-4, "rho_rel": 5e-2, "iterations": 100, "nonnegative": False},
 }
 
 
