@@ -133,3 +133,23 @@ def test_simulate_takes_a_slab_at_the_prior_size(workspace, capsys) -> None:
     assert _run("simulate", "--task", "sparse-view-ct", "--input", str(d / "ph.nii.gz"), "--slices",
                 "3:99", "--output", str(d / "bad.h5")) == 2
     assert "outside the volume's 6 slices" in capsys.readouterr().err
+
+
+def test_reconstruct_writes_a_dicom_series_beside_the_measurement(workspace, tmp_path) -> None:
+    """--dicom-out in a subfolder of the measurement's folder; never inside the source study."""
+    from medrecon.io import load_volume, write_dicom_series
+
+    d = workspace
+    study = tmp_path / "study"
+    write_dicom_series(load_volume(d / "ph.nii.gz"), study, method="source", task="none")
+    meas = tmp_path / "work" / "m.h5"
+    meas.parent.mkdir()
+    assert _run("simulate", "--task", "sparse-view-ct", "--views", "30", "--input", str(study),
+                "--output", str(meas)) == 0
+    assert _run("--quiet", "reconstruct", "--input", str(meas), "--method", "fbp", "--output",
+                str(meas.parent / "fbp.nii.gz"), "--dicom-out", str(meas.parent / "fbp_dicom")) == 0
+    back = load_volume(meas.parent / "fbp_dicom")
+    assert back.shape == load_volume(study).shape
+    assert _run("--quiet", "reconstruct", "--input", str(meas), "--method", "fbp", "--output",
+                str(meas.parent / "fbp2.nii.gz"), "--dicom-out", str(study / "derived")) == 2
+    assert not (study / "derived").exists()

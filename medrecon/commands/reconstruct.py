@@ -141,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {stem}.png")
     if args.dicom_out:
         from medrecon.io import write_dicom_series
-        inputs = [p for p in (m.attrs.get("input"), args.reference, str(Path(args.input).parent)) if p]
+        # protected: the study folder the measurement was simulated from and the reference's
+        # folder (the measurement file's own folder may hold outputs, e.g. a DICOM subfolder)
+        inputs = [p for p in (m.attrs.get("input"), args.reference) if p]
         write_dicom_series(out, args.dicom_out, reference=reference_volume, method=args.method, task=m.task,
                            overwrite=args.overwrite, input_dirs=[p for p in inputs if Path(p).is_dir()])
         print(f"wrote DICOM series to {args.dicom_out}")
