@@ -46,6 +46,12 @@ SOURCE_TAGS = (
 )
 
 
+# What pydicom raises for pixel data it cannot decode: no decoder for the transfer syntax
+# (RuntimeError, NotImplementedError), corrupt or truncated data (ValueError, OSError, EOFError),
+# no pixel data or no file meta (AttributeError), a file that stopped being DICOM (InvalidDicomError).
+PIXEL_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, OSError, EOFError,
+                       AttributeError, InvalidDicomError)
+
 def names(paths: Sequence[Any], limit: int = _MAX_LISTED) -> str:
     """Comma-separated file names, shortened to ``limit`` with a count of the rest."""
     items = [str(p) for p in paths]
@@ -479,7 +485,7 @@ def _decode(frames: Sequence[Frame]) -> tuple[dict[int, np.ndarray], list[tuple[
             ds = pydicom.dcmread(path)
             ts = f" (transfer syntax {ds.file_meta.TransferSyntaxUID.name})"
             arr = ds.pixel_array
-        except Exception as exc:  # decoders raise RuntimeError, ValueError, NotImplementedError
+        except PIXEL_DECODE_ERRORS as exc:
             failures.append((str(path), f"pixel data could not be decoded{ts}: "
                                         f"{str(exc).splitlines()[0]}"))
             continue
