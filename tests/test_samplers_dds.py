@@ -150,7 +150,7 @@ def test_data_consistency_variants(ct) -> None:
     for tv_z in (True, False):
         for gamma in (None, 0.05):
             dc = DataConsistency(op, y, truth.shape[0], 0.1, 5.0, 5, tv_z, "neumann", gamma)
-            x, state = dc(x0, dc.zero_state())
+            x, state = dc(x0, dc.initial_state())
             assert res(x) < 0.5 * res(x0)
             assert set(state) == ({"z", "u"} if tv_z else set())
 

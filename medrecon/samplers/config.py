@@ -118,8 +118,6 @@ class DdsConfig:
         ("come closer, diffuse faster"): the ``steps`` steps cover ``[0, sigma <= start_sigma]``
         and start from ``x_init + sigma n`` with ``x_init`` an initial reconstruction (ADMM-TV
         when the caller gives none; see :func:`medrecon.samplers.run.reconstruct`).
-    clip_x0: clamp the Tweedie estimate at 0 before data consistency (non-negative images in the
-        prior's units: CT attenuation, whose window starts at mu = 0). Real images only.
     chunk: prior images per network call (memory only).
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
     """
@@ -134,7 +132,6 @@ class DdsConfig:
     gamma_rel: float = 0.0
     init_noise: bool = True
     start_sigma: float = 0.0
-    clip_x0: bool = False
     chunk: int = 20
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -149,7 +146,7 @@ class DdsConfig:
         _check_number("eta", self.eta, 0.0, hi=1.0)
         _check_number("gamma_rel", self.gamma_rel, 0.0)
         _check_number("start_sigma", self.start_sigma, 0.0)
-        for name in ("tv_z", "init_noise", "clip_x0"):
+        for name in ("tv_z", "init_noise"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_number("beta_start", self.beta_start, 0.0, lo_open=True)

@@ -87,7 +87,7 @@ class DataConsistency:
             with torch.no_grad():
                 self.aty = op.adjoint(y)
 
-    def zero_state(self, x_start: Optional[torch.Tensor] = None) -> Tensors:
+    def initial_state(self, x_start: Optional[torch.Tensor] = None) -> Tensors:
         """``z = u = 0`` (as published), or ``z = D_z x_start, u = 0`` for a warm start (so the
         first ADMM step does not pull a good start towards ``D_z x = 0``); nothing without TV-z."""
         if self.admm is None:
@@ -151,8 +151,6 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         x_start = x_init.to(device=device, dtype=op.in_dtype)
     elif x_init is not None:
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
-    if cfg.clip_x0 and op.in_dtype.is_complex:
-        raise UserError("clip_x0 applies to real (CT) images only")
     denoiser = denoiser.to(device).eval()
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq)
     ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max))
@@ -175,15 +173,13 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             x = noise.normal(batch_shape, rdt, device) * math.sqrt(1.0 + sigmas[0] ** 2)
         else:
             x = torch.zeros(batch_shape, dtype=rdt, device=device)
-        return {"x": x, **dc.zero_state(x_start)}
+        return {"x": x, **dc.initial_state(x_start)}
 
     def step(i: int, t: Tensors) -> Tensors:
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
             x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)
         eps = (xr - x0r) / sigma
-        if cfg.clip_x0:
-            x0r = x0r.clamp_min(0.0)
         eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})

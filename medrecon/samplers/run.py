@@ -36,13 +36,13 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                 measurement: Any = None, config: Optional[SamplerConfig] = None, *,
                 samples: int = 1, seed: int = 0, state_dir: Optional[str | os.PathLike] = None,
                 save_every: int = 0, resume: bool = False, progress: bool = False,
-                **overrides: Any) -> Reconstruction:
+                x_init: Optional[torch.Tensor] = None, **overrides: Any) -> Reconstruction:
     """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
     The intensity map comes from ``denoiser.card`` (identity without a card or a measurement:
     ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
-    starts from ``overrides["x_init"]`` (prior units) or, by default, from
+    starts from ``x_init`` (prior units) or, by default, from
     :func:`warm_start_image`; ``info["time_warm_start"]`` is the time spent on that start (s).
     """
     if method not in SAMPLERS:
@@ -54,7 +54,6 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None))
             if measurement is not None else IntensityMap(0.0, 1.0))
     y_p = imap.data_to_prior(op, y)
-    x_init = overrides.pop("x_init", None)
     cfg = with_overrides(cfg, **overrides)
     common: dict[str, Any] = dict(seed=seed, state_dir=state_dir, save_every=save_every,
                                   resume=resume, progress=progress)
