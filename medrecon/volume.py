@@ -257,5 +257,33 @@ class Volume:
                 f"range {float(mag.min()):.4g}..{float(mag.max()):.4g}")
 
 
-__all__ = ["Volume", "MU_WATER", "DEFAULT_CT_WINDOW", "hu_to_mu", "mu_to_hu", "to_window",
+def reslice_axial(volume: Volume) -> Volume:
+    """The same voxels reordered (axis permutation and flips, no interpolation) so that index z
+    runs towards superior, y towards posterior and x towards patient left: coronal or sagittal
+    acquisitions become axial stacks. Each index axis goes to the patient axis it points along
+    most; the affine is updated so every voxel keeps its LPS position."""
+    aff = volume.affine
+    # patient axis (0 = L, 1 = P, 2 = S) of each index axis (0 = z, 1 = y, 2 = x)
+    patient = [int(np.argmax(np.abs(aff[:3, a]))) for a in range(3)]
+    if sorted(patient) != [0, 1, 2]:
+        raise ValueError(f"cannot reslice: two index axes point along the same patient axis "
+                         f"({volume.orientation_codes()})")
+    order = [patient.index(2), patient.index(1), patient.index(0)]  # new z, y, x from old axes
+    array = np.transpose(volume.array, order)
+    new = np.eye(4)
+    new[:3, 3] = aff[:3, 3]
+    for new_axis, old_axis in enumerate(order):
+        col = aff[:3, old_axis].copy()
+        if col[(2, 1, 0)[new_axis]] < 0:  # flip so the index runs towards S, P, L
+            n = volume.array.shape[old_axis]
+            new[:3, 3] += col * (n - 1)
+            col = -col
+            array = np.flip(array, axis=new_axis)
+        new[:3, new_axis] = col
+    spacing = tuple(float(volume.spacing[a]) for a in order)
+    return replace(volume, array=np.ascontiguousarray(array), affine=new, spacing=spacing,
+                   source=dict(volume.source))
+
+
+__all__ = ["Volume", "reslice_axial", "MU_WATER", "DEFAULT_CT_WINDOW", "hu_to_mu", "mu_to_hu", "to_window",
            "from_window", "default_affine"]

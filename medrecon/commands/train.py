@@ -37,13 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "steps, batch size, learning rate, EMA, noise distribution")
     p.add_argument("--data", required=True, nargs="+", metavar="DATA",
                    help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
-                        "train slices), or NIfTI files / DICOM series directories")
+                        "train slices), 'ct-sample-set' / 'mr-sample-set' (all training sample volumes of "
+                        "a modality, medrecon.prior.data.sample_training_set), or NIfTI / NRRD files / "
+                        "DICOM series directories")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="with --data MANIFEST.yaml: the folder holding the dataset's files (verified first)")
     p.add_argument("--output", required=True, metavar="PRIOR_DIR", help="prior directory to write")
     p.add_argument("--name", default=None, help="prior name in the model card (default: output folder name)")
     p.add_argument("--run-dir", default=None, help="checkpoints and logs (default: PRIOR_DIR.run)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--init-from", default=None, metavar="PRIOR",
+                   help="start from a prior's weights (shipped name or directory): parameters with matching "
+                        "names and shapes are copied, so training can go on from committed weights")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     p.add_argument("--volumes", type=int, default=64, help="phantoms: number of training volumes")
     p.add_argument("--contrast", choices=("ct", "mr"), default="ct", help="phantoms: intensity assignment")
@@ -66,6 +71,11 @@ def load_data(args: argparse.Namespace, size: int):
     kind = args.data[0] if len(args.data) == 1 else None
     if kind == "phantoms":
         return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
+    if kind in ("ct-sample-set", "mr-sample-set"):
+        from medrecon.prior.data import sample_training_set
+        data = sample_training_set(kind[:2], size)
+        return data, ("sample volumes listed in training.data (package, version, SHA-256, slices); held out: "
+                      + data.provenance["held_out"], "per volume, see training.data")
     if kind in ("chest-ct", "brain-mri"):
         import torch
         volume = datasets.chest_ct_slab("train", size) if kind == "chest-ct" else datasets.brain_mri_slab("train", size)
@@ -106,6 +116,20 @@ def _from_manifest(args: argparse.Namespace, size: int):
     data = from_volumes(volumes, size, window=args.window)
     return data, (f"{manifest.title} (manifest {manifest.name})", manifest.licence.get("name", "not stated")
                   if isinstance(manifest.licence, dict) else str(manifest.licence))
+
+
+def intensity_card(data) -> dict:
+    """The model card's intensity block: a HU / a.u. window, or the MR normalisation."""
+    norm = data.provenance.get("intensity") if isinstance(data.provenance, dict) else None
+    if norm and norm.get("convention") == "normalised":
+        return {"convention": "normalised", "window": [0.0, 1.0], "units": "normalised",
+                "normalisation": {"method": "percentile", "percentile": norm["percentile"],
+                                  "target": norm["target"], "of": norm["of"]},
+                "description": f"prior value p = |x| * {norm['target']:g} / P{norm['percentile']:g}(|x|), "
+                               f"clipped to [0, 1]; independent of the file's intensity scale"}
+    return {"convention": "window01", "window": list(data.window), "units": data.units,
+            "description": f"prior value p = (value - {data.window[0]:g}) / "
+                           f"({data.window[1]:g} - {data.window[0]:g}), {data.units}"}
 
 
 def git_revision() -> str | None:
@@ -173,8 +197,14 @@ def run(args: argparse.Namespace) -> int:
     init_distributed(device)
     data, (provenance, licence) = load_data(args, config.network.image_size)
     trainer = Trainer(config, data, args.run_dir or str(output) + ".run", device)
-    if args.resume and not trainer.load_checkpoint():
+    resumed = args.resume and trainer.load_checkpoint()
+    if args.resume and not resumed:
         raise UserError(f"--resume: no checkpoint in {trainer.run_dir}")
+    init = None
+    if args.init_from and not resumed:
+        init = trainer.init_from_prior(args.init_from)
+        print(f"started from {init['directory']} ({init['copied']} tensors copied, {len(init['fresh'])} fresh, "
+              f"{len(init['dropped'])} dropped)")
     command = "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["train"] \
         else "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     revision = git_revision()
@@ -187,9 +217,7 @@ def run(args: argparse.Namespace) -> int:
             "noise": {"sigma_min": config.network.sigma_min, "sigma_max": config.network.sigma_max,
                       "sigma_data": config.network.sigma_data},
             "image_size": config.network.image_size,
-            "intensity": {"convention": "window01", "window": list(data.window), "units": data.units,
-                          "description": f"prior value p = (value - {data.window[0]:g}) / "
-                                         f"({data.window[1]:g} - {data.window[0]:g}), {data.units}"},
+            "intensity": intensity_card(data),
             "training": {"data": data.provenance.get("data"), "split": data.provenance.get("split"),
                          "provenance": provenance, "licence": licence, "command": command,
                          "steps": t.step, "train_slices": int(data.train.shape[0]),
@@ -198,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
                          if t.losses else None,
                          "final_val_loss": t.val_losses[-1][1] if t.val_losses else None,
                          "git_revision": revision, "config": config.to_dict(),
+                         "initialised_from": None if init is None else
+                         {k: v for k, v in init.items() if k not in ("fresh", "dropped")} |
+                         {"fresh_tensors": len(init["fresh"]), "dropped_tensors": len(init["dropped"])},
                          "world_size": t.world},
             "parameters": sum(p.numel() for p in t.model.parameters()),
         }

@@ -1,6 +1,6 @@
 """Volumes and measurements in and out: DICOM series, NIfTI, HDF5 measurement files, manifests.
 
-``load_volume`` accepts a NIfTI file, a DICOM directory (searched recursively), a single DICOM
+``load_volume`` accepts a NIfTI or NRRD (``.nrrd``, ``.nhdr``) file, a DICOM directory (searched recursively), a single DICOM
 file, or a list of DICOM files; ``save_volume`` writes NIfTI; ``write_dicom_series`` writes a
 derived DICOM series. Conventions (array ``[Z, Y, X]``, affine to LPS) are in
 :mod:`medrecon.volume`.
@@ -19,6 +19,7 @@ from medrecon.io.dicom_writer import write_dicom_series
 from medrecon.io.measurements import (Measurement, is_measurement_file, load_fastmri_kspace,
                                       load_measurement, save_measurement)
 from medrecon.io.nifti import is_nifti_path, load_nifti, save_nifti
+from medrecon.io.nrrd import is_nrrd_path, load_nrrd
 from medrecon.volume import Volume
 
 _MEASUREMENT_SUFFIXES = (".h5", ".hdf5")
@@ -27,7 +28,7 @@ _MEASUREMENT_SUFFIXES = (".h5", ".hdf5")
 def load_volume(path: str | os.PathLike | Sequence[str | os.PathLike],
                 series: Optional[str | int] = None, allow_incomplete: bool = False,
                 spacing_tolerance: float = 0.01) -> Volume:
-    """Read a volume from a NIfTI file, a DICOM directory or file, or a list of DICOM files.
+    """Read a volume from a NIfTI or NRRD file, a DICOM directory or file, or a list of DICOM files.
 
     series: SeriesInstanceUID or 0-based index when a DICOM input holds several series.
     allow_incomplete: load a DICOM series despite unusable files / missing slices (warned).
@@ -42,6 +43,10 @@ def load_volume(path: str | os.PathLike | Sequence[str | os.PathLike],
         if series is not None:
             raise UserError(f"--series applies to DICOM input, not to the NIfTI file {p}")
         return load_nifti(p)
+    if p.is_file() and is_nrrd_path(p):
+        if series is not None:
+            raise UserError(f"--series applies to DICOM input, not to the NRRD file {p}")
+        return load_nrrd(p)
     if p.is_file() and p.suffix.lower() in _MEASUREMENT_SUFFIXES:
         raise UserError(f"{p} is an HDF5 measurement file, not a volume; pass it as "
                         f"measured data (e.g. reconstruct --measurement) or use a DICOM "
@@ -60,7 +65,7 @@ def save_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False
 
 
 __all__ = ["Volume", "load_volume", "save_volume", "write_dicom_series", "read_dicom",
-           "scan_dicom", "load_nifti", "save_nifti", "Measurement", "save_measurement",
+           "scan_dicom", "load_nifti", "save_nifti", "load_nrrd", "Measurement", "save_measurement",
            "load_measurement", "load_fastmri_kspace", "is_measurement_file"]
 
 

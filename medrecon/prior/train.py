@@ -45,6 +45,7 @@ class TrainConfig:
     p_mean: float = -1.6
     p_std: float = 1.4
     max_rotation_deg: float = 10.0
+    max_zoom: float = 0.0            # isotropic zoom augmentation, factor in [1/(1+z), 1+z]
     crop: int = 0                    # train on random crop x crop windows (0: whole slices)
     checkpoint_every: int = 200
     val_every: int = 500
@@ -141,7 +142,7 @@ class Trainer:
         cfg = self.config
         gen = self._generator(0)
         x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
-                        cfg.crop).to(self.device)
+                        cfg.crop, cfg.max_zoom).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = edm_loss(self.model, x0, gen, cfg.p_mean, cfg.p_std, raw=self.raw)
         self.opt.zero_grad(set_to_none=True)
@@ -186,6 +187,34 @@ class Trainer:
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
         (self.run_dir / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    def init_from_prior(self, name_or_path: str) -> dict:
+        """Start from a prior's weights (raw if shipped, else EMA) for both the model and its EMA:
+        a run continues on a fresh machine from what was committed. Parameters whose name and
+        shape match are copied; the rest (e.g. attention blocks a new recipe removes) keep their
+        seeded initial values. Returns what was copied and left."""
+        from safetensors.torch import load_file
+
+        from medrecon.prior.checkpoint import read_card, resolve
+
+        directory = resolve(name_or_path)
+        card = read_card(directory)
+        weights = card["weights"].get("raw") or card["weights"]["ema"]
+        raw = load_file(str(directory / weights))
+        ema = load_file(str(directory / card["weights"]["ema"]))
+        own = self.model.state_dict()
+        copied = [k for k in own if k in raw and tuple(raw[k].shape) == tuple(own[k].shape)]
+        if not copied:
+            from medrecon.errors import DataError
+            raise DataError(f"{directory}: no parameter matches the recipe's network; cannot start from it")
+        for target, source in ((self.model, raw), (self.ema, ema)):
+            state = target.state_dict()
+            state.update({k: source[k].to(state[k].dtype) for k in copied if k in source})
+            target.load_state_dict(state)
+        return {"prior": card.get("name"), "directory": str(directory), "weights": weights,
+                "steps_before": card.get("training", {}).get("steps"),
+                "copied": len(copied), "fresh": sorted(set(own) - set(copied)),
+                "dropped": sorted(set(raw) - set(copied))}
 
     def load_checkpoint(self) -> bool:
         """Resume from ``checkpoint.pt`` if present (weights_only: no code runs)."""
