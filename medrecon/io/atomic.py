@@ -1,18 +1,21 @@
 """Atomic file output: write to a temporary file beside the target, then ``os.replace``.
 
 A crash or an error mid-write never leaves a half-written file under the final name, and an
-existing file is only replaced when the caller asked for it.
+existing file is only replaced when the caller asked for it. The temporary file is created
+with mode ``0666 & ~umask`` (what the target gets), under a name that marks it as medrecon's
+(``.<name>.medrecon-<token>.tmp<suffix>``, see :mod:`medrecon.io.outputs`), so a run killed
+before the rename leaves something the next run can recognise and remove.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from medrecon.errors import UserError
+from medrecon.io.outputs import new_temp_file
 
 
 def check_writable(path: Path, overwrite: bool, what: str = "output file") -> Path:
@@ -22,6 +25,12 @@ def check_writable(path: Path, overwrite: bool, what: str = "output file") -> Pa
         raise UserError(f"{what} {path} is a directory, expected a file path")
     if path.exists() and not overwrite:
         raise UserError(f"{what} {path} already exists; pass overwrite (--overwrite) to replace it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what} {path}: cannot create it, {parent} is a file, not a "
+                                f"folder")
+            break
     return path
 
 
@@ -34,12 +43,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False,
     dispatch on the extension write the right format. On error the temporary file is removed.
     """
     path = check_writable(Path(path), overwrite, what)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix,
-                                    dir=str(path.parent))
-    os.close(fd)
-    tmp = Path(tmp_name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = new_temp_file(path)
+    except PermissionError:
+        raise UserError(f"{what} {path}: the folder is not writable") from None
     try:
         yield tmp
         if not overwrite and path.exists():  # appeared while we were writing

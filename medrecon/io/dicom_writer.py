@@ -21,19 +21,20 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
                          PYDICOM_IMPLEMENTATION_UID, SecondaryCaptureImageStorage, generate_uid)
 
 import medrecon
 from medrecon.errors import UserError
+from medrecon.io.outputs import new_temp_dir
 from medrecon.volume import Volume
 
 FILE_PATTERN = "medrecon_{index:05d}.dcm"
@@ -164,7 +165,7 @@ def write_dicom_series(volume: Volume, out_dir: str | os.PathLike,
 
     parent = out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    tmp_dir = new_temp_dir(out_dir)  # honours the umask (mkdtemp would make it private)
     try:
         names: list[str] = []
         for k in range(volume.shape[0]):
@@ -254,10 +255,12 @@ def _slice_dataset(sop_class: str, modality: str) -> Dataset:
     return ds
 
 
-def _is_medrecon_file(path: Path) -> bool:
+def is_medrecon_file(path: Path) -> bool:
+    """True for a DICOM file this writer made (Manufacturer "medrecon")."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
+    except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError,
+            KeyError, IndexError, OverflowError):
         return False
     return str(ds.get("Manufacturer", "")) == _CREATOR
 
@@ -274,7 +277,7 @@ def _publish(tmp_dir: Path, out_dir: Path, names: list[str], overwrite: bool) ->
     if not overwrite and any(out_dir.iterdir()):
         raise UserError(f"DICOM output directory {out_dir} became non-empty while writing")
     stale = [p for p in out_dir.glob("medrecon_*.dcm") if p.name not in set(names)
-             and _is_medrecon_file(p)]
+             and is_medrecon_file(p)]
     for n in names:
         os.replace(tmp_dir / n, out_dir / n)
     for p in stale:
@@ -282,4 +285,4 @@ def _publish(tmp_dir: Path, out_dir: Path, names: list[str], overwrite: bool) ->
     return [out_dir / n for n in names]
 
 
-__all__ = ["write_dicom_series", "check_output_dir", "FILE_PATTERN"]
+__all__ = ["write_dicom_series", "check_output_dir", "is_medrecon_file", "FILE_PATTERN"]
