@@ -16,7 +16,9 @@ from medrecon.errors import UserError
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator, operator_norm
 from medrecon.solvers import classical
-from medrecon.tasks import CT_TASKS, build_operator, data_in_working_units
+from medrecon.io.checks import require_finite
+from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,
+                            require_reconstruction_memory)
 
 CT_METHODS = ("fbp", "sirt", "cgls", "tv")
 MRI_METHODS = ("zero-filled", "sense", "cgls", "tv")
@@ -38,10 +40,9 @@ def tv_reconstruction(op: LinearOperator, y: torch.Tensor, s: Any, progress: boo
 
 
 def _fbp(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any) -> torch.Tensor:
-    from medrecon.physics.ct import CTGeometry
     from medrecon.solvers.fbp import fbp
 
-    return fbp(y, CTGeometry.from_dict(m.geometry), filter=s.filter,
+    return fbp(y, ct_geometry_of(m), filter=s.filter,
                frequency_scaling=s.frequency_scaling)
 
 
@@ -70,11 +71,17 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
                         f"choose from {', '.join(methods_for(m.task))}")
     if settings is None or isinstance(settings, dict):
         settings = make_settings(method, settings, task=m.task)
+    if operator is None:
+        require_reconstruction_memory(m)
     op = operator if operator is not None else build_operator(m, device=device, backend=backend)
     y = data_in_working_units(m, op, device)
     if method in DIFFUSION:
-        return DIFFUSION[method](m, op, y, settings, progress, device)
-    return CLASSICAL[method](m, op, y, settings, progress)
+        x = DIFFUSION[method](m, op, y, settings, progress, device)
+    else:
+        x = CLASSICAL[method](m, op, y, settings, progress)
+    require_finite(x, f"the {method} reconstruction of {m.path or 'the measurement'}",
+                   "the method diverged (try other settings); nothing written")
+    return x
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,8 +35,11 @@ def _as_numpy(x: ArrayLike) -> np.ndarray:
 def _check_pair(x: np.ndarray, ref: np.ndarray, data_range: float) -> None:
     if x.shape != ref.shape:
         raise ValueError(f"reconstruction shape {x.shape} differs from reference shape {ref.shape}")
-    if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be a positive number, got {data_range}")
+    for name, a in (("reconstruction", x), ("reference", ref)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"the {name} holds NaN or Inf values: no meaningful score")
 
 
 def psnr(x: ArrayLike, ref: ArrayLike, data_range: float) -> float:
@@ -85,13 +88,28 @@ def plane_metrics(x: ArrayLike, ref: ArrayLike, data_range: float, plane: str) -
 
 def volume_metrics(x: ArrayLike, ref: ArrayLike, data_range: float) -> dict:
     """Whole-volume and per-plane metrics:
-    ``{"psnr", "ssim", "data_range", "planes": {"axial": {"psnr", "ssim"}, "coronal": ..., "sagittal": ...}}``."""
+    ``{"psnr", "ssim", "data_range", "identical", "planes": {"axial": {"psnr", "ssim"}, ...}}``.
+
+    ``identical`` is True when ``x`` equals ``ref`` voxel for voxel; PSNR is then infinite,
+    which standard JSON (:mod:`medrecon.io.jsonio`) writes as ``null`` and
+    :func:`format_table` prints as "exact": never as a number."""
+    value = psnr(x, ref, data_range)
     return {
-        "psnr": psnr(x, ref, data_range),
+        "psnr": value,
         "ssim": ssim(x, ref, data_range),
         "data_range": float(data_range),
+        "identical": math.isinf(value),
         "planes": {p: plane_metrics(x, ref, data_range, p) for p in PLANES},
     }
+
+
+def _cell(value: float | None, width: int, digits: int) -> str:
+    """A score for a table: "exact" for an infinite PSNR, "n/a" when undefined (never inf/NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'n/a':>{width}}"
+    if math.isinf(value):
+        return f"{'exact':>{width}}"
+    return f"{value:{width}.{digits}f}"
 
 
 def format_table(rows: dict[str, dict]) -> str:
@@ -100,7 +118,8 @@ def format_table(rows: dict[str, dict]) -> str:
         f" {p[:3] + ' PSNR':>9} {p[:3] + ' SSIM':>9}" for p in PLANES)
     lines = [head, "-" * len(head)]
     for name, m in rows.items():
-        line = f"{name:<16} {m['psnr']:7.2f} {m['ssim']:6.3f}"
-        line += "".join(f" {m['planes'][p]['psnr']:9.2f} {m['planes'][p]['ssim']:9.3f}" for p in PLANES)
+        line = f"{name:<16} {_cell(m['psnr'], 7, 2)} {_cell(m['ssim'], 6, 3)}"
+        line += "".join(f" {_cell(m['planes'][p]['psnr'], 9, 2)} {_cell(m['planes'][p]['ssim'], 9, 3)}"
+                        for p in PLANES)
         lines.append(line)
     return "\n".join(lines)

@@ -26,7 +26,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from medrecon.errors import UserError
+from medrecon.errors import DataError, UserError
+from medrecon.io.checks import require_memory
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
 from medrecon.volume import DEFAULT_CT_WINDOW, MU_WATER, Volume
@@ -168,18 +169,79 @@ def _volume_attrs(volume: Volume) -> dict:
                                                           if isinstance(v, (str, int, float))}}
 
 
+def _where(m: Measurement) -> str:
+    return str(m.path) if m.path is not None else "measurement"
+
+
+def ct_geometry_of(m: Measurement):
+    """The measurement's :class:`~medrecon.physics.ct.CTGeometry`, checked against the sinogram
+    ``[Z, A, D]`` (:class:`DataError` naming the file otherwise)."""
+    from medrecon.physics.ct import CTGeometry, GeometryError
+
+    try:
+        geometry = CTGeometry.from_dict(m.geometry)
+    except (GeometryError, TypeError, ValueError) as exc:
+        raise DataError(f"{_where(m)}: {exc}") from None
+    _, a, d = m.data.shape
+    if geometry.n_angles != a or geometry.n_detectors != d:
+        raise DataError(f"{_where(m)}: the sinogram [Z, A, D] is {list(m.data.shape)} but the "
+                        f"geometry has {geometry.n_angles} angles and {geometry.n_detectors} "
+                        f"detector bins")
+    return geometry
+
+
+def recon_shape(m: Measurement) -> tuple[int, int, int]:
+    """``(Z, Y, X)`` of the image a reconstruction of ``m`` produces."""
+    if m.task in CT_TASKS:
+        return (int(m.data.shape[0]), *ct_geometry_of(m).image_shape)
+    return (int(m.data.shape[0]), int(m.data.shape[-2]), int(m.data.shape[-1]))
+
+
+# Image-sized buffers a reconstruction holds at once (ADMM-TV along z: x, z, u, CG vectors, the
+# gradient along z, ...) and data-sized ones (y, residuals); a generous round number.
+_IMAGE_BUFFERS, _DATA_BUFFERS = 16, 4
+
+
+def require_reconstruction_memory(m: Measurement) -> None:
+    """Refuse before allocating when the image and its working buffers cannot fit in memory
+    (e.g. a corrupt geometry asking for 100000 x 100000 pixels)."""
+    z, y, x = recon_shape(m)
+    voxel = 8 if m.task == "cs-mri" else 4
+    need = float(z) * y * x * voxel * _IMAGE_BUFFERS + float(m.data.nbytes) * _DATA_BUFFERS
+    require_memory(need, f"{_where(m)}: reconstructing a {z} x {y} x {x} image")
+
+
+def _borrow_empty_slice_maps(maps: torch.Tensor, has_signal: np.ndarray) -> torch.Tensor:
+    """ESPIRiT maps ``[Z, C, Y, X]`` of slices without any k-space signal are 0/0 (NaN);
+    such a slice's image is zero whatever the maps, so it takes those of the nearest slice
+    with signal (coil sensitivities vary smoothly along z)."""
+    if maps.dim() != 4 or has_signal.all() or not has_signal.any():
+        return maps
+    full = np.flatnonzero(has_signal)
+    maps = maps.clone()
+    for k in np.flatnonzero(~has_signal):
+        maps[k] = maps[int(full[np.argmin(np.abs(full - k))])]
+    return maps
+
+
 def build_operator(m: Measurement, device: torch.device | str = "cpu", backend: str = "auto") -> LinearOperator:
     """The forward operator of a measurement, on ``device``."""
     check_task(m.task)
     if m.task in CT_TASKS:
-        from medrecon.physics.ct import CTGeometry, make_ct_operator
-        return make_ct_operator(CTGeometry.from_dict(m.geometry), backend=backend, device=device)
+        from medrecon.physics.ct import make_ct_operator
+        return make_ct_operator(ct_geometry_of(m), backend=backend, device=device)
     from medrecon.physics.mri import SenseOperator, espirit_maps
 
     if "coil_maps" in m.arrays:
         maps = torch.from_numpy(np.asarray(m.arrays["coil_maps"], np.complex64))
     else:  # measured k-space without maps: calibrate them from the fully sampled centre
         maps = espirit_maps(torch.from_numpy(m.data), device=device)
+        maps = _borrow_empty_slice_maps(maps, np.abs(m.data).reshape(m.data.shape[0], -1).max(1) > 0)
+        if not bool(torch.isfinite(maps).all()):
+            raise DataError(
+                f"{_where(m)}: the file has no coil maps, and the ones estimated with ESPIRiT "
+                f"from its k-space centre hold NaN/Inf (typical of noise-free or synthetic "
+                f"k-space); store coil maps in the file (arrays/coil_maps [C, Y, X])")
     mask = np.asarray(m.arrays["mask"]).astype(bool) if "mask" in m.arrays else np.abs(m.data).sum(axis=(0, 1)) > 0
     return SenseOperator(maps.to(device), mask, device=device)
 

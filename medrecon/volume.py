@@ -81,6 +81,29 @@ def from_window(x01: Any, window: Sequence[float]) -> Any:
     return lo + x01 * (hi - lo)
 
 
+def geometry_mismatch(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3) -> Optional[str]:
+    """Why two (z, y, x) -> LPS affines do not describe the same voxel grid, or None.
+
+    Tolerances: voxel sizes to ``rtol`` relative, axis directions to ``rtol`` (about 0.06
+    degrees), origins to ``rtol`` of the smallest voxel size plus 1e-4 mm (NIfTI stores
+    affines in float32)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    sa, sb = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    if not np.allclose(sa, sb, rtol=rtol, atol=0):
+        return (f"voxel sizes (dz, dy, dx) {np.round(sa, 4).tolist()} vs "
+                f"{np.round(sb, 4).tolist()} mm")
+    da, db = a[:3, :3] / sa, b[:3, :3] / sb
+    if np.abs(da - db).max() > rtol:
+        names = ("z", "y", "x")
+        k = int(np.argmax(np.abs(da - db).max(axis=0)))
+        return (f"the {names[k]} axis points along {np.round(da[:, k], 3).tolist()} vs "
+                f"{np.round(db[:, k], 3).tolist()} (LPS): flipped or rotated")
+    shift = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if shift > rtol * float(min(sa.min(), sb.min())) + 1e-4:
+        return f"origins {np.round(a[:3, 3], 3).tolist()} vs {np.round(b[:3, 3], 3).tolist()} mm"
+    return None
+
+
 def default_affine(spacing: Sequence[float]) -> np.ndarray:
     """Affine (z, y, x) -> LPS for an axial stack at the origin: x->L, y->P, z->S."""
     dz, dy, dx = (float(s) for s in spacing)
@@ -286,4 +309,4 @@ def reslice_axial(volume: Volume) -> Volume:
 
 
 __all__ = ["Volume", "reslice_axial", "MU_WATER", "DEFAULT_CT_WINDOW", "hu_to_mu", "mu_to_hu", "to_window",
-           "from_window", "default_affine"]
+           "from_window", "default_affine", "geometry_mismatch"]

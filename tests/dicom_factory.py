@@ -94,12 +94,14 @@ def write_series(out_dir: Path, volume: np.ndarray, spacing: Sequence[float] = (
                  series_uid: Optional[str] = None, study_uid: Optional[str] = None,
                  for_uid: Optional[str] = None, description: str = "synthetic series",
                  series_number: int = 1, slope: float = 1.0, intercept: float = -1024.0,
-                 seed: int = 0, prefix: str = "IM", skip: Sequence[int] = ()) -> list[Path]:
+                 seed: int = 0, prefix: str = "IM", skip: Sequence[int] = (),
+                 ipp_decimals: int = 6) -> list[Path]:
     """Write ``volume`` [Z, Y, X] (HU for CT) as single-frame files; returns their paths in
     z order (the files are named in a shuffled order).
 
     positions: slice offsets along the normal in mm (default ``k * dz``); tilt_deg: shear of
-    the stack along the column direction (gantry tilt); skip: z indices not written.
+    the stack along the column direction (gantry tilt); skip: z indices not written;
+    ipp_decimals: digits after the point written in ImagePositionPatient (rounding jitter).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def write_series(out_dir: Path, volume: np.ndarray, spacing: Sequence[float] = (
         ds.InstanceNumber = int(instances[k])
         shift = np.tan(np.radians(tilt_deg)) * offs[k] * col
         ipp = np.asarray(origin, float) + offs[k] * normal + shift
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+        ds.ImagePositionPatient = [f"{v:.{ipp_decimals}f}" for v in ipp]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in iop]
         ds.PixelSpacing = [f"{dy:g}", f"{dx:g}"]
         ds.SliceThickness = f"{dz:g}"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from medrecon.errors import UserError
+from medrecon.errors import DataError, UserError
 from medrecon.io.dicom_reader import read_dicom, scan_dicom
 from medrecon.io.dicom_writer import write_dicom_series
 from medrecon.io.measurements import (Measurement, is_measurement_file, load_fastmri_kspace,
@@ -47,10 +47,13 @@ def load_volume(path: str | os.PathLike | Sequence[str | os.PathLike],
         if series is not None:
             raise UserError(f"--series applies to DICOM input, not to the NRRD file {p}")
         return load_nrrd(p)
-    if p.is_file() and p.suffix.lower() in _MEASUREMENT_SUFFIXES:
-        raise UserError(f"{p} is an HDF5 measurement file, not a volume; pass it as "
-                        f"measured data (e.g. reconstruct --measurement) or use a DICOM "
-                        f"folder or NIfTI file")
+    if p.is_file() and (p.suffix.lower() in _MEASUREMENT_SUFFIXES or is_measurement_file(p)):
+        if not is_measurement_file(p):
+            raise DataError(f"{p} is named like an HDF5 file but is not one (damaged, or "
+                            f"another format); expected a volume: NIfTI, NRRD or DICOM")
+        raise UserError(f"{p} is an HDF5 measurement file, not a volume; reconstruct it with "
+                        f"`medrecon reconstruct --input {p}`, or give a DICOM folder or a "
+                        f"NIfTI / NRRD file here")
     return read_dicom(p, series, allow_incomplete, spacing_tolerance)
 
 

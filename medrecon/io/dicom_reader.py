@@ -16,11 +16,12 @@ affine is then sheared) and reported as a warning.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pydicom
@@ -34,6 +35,7 @@ log = logging.getLogger("medrecon.io.dicom")
 
 PathLike = str | os.PathLike
 DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloat
 _MAX_LISTED = 8
 SOURCE_TAGS = (
@@ -51,6 +53,10 @@ SOURCE_TAGS = (
 # no pixel data or no file meta (AttributeError), a file that stopped being DICOM (InvalidDicomError).
 PIXEL_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, OSError, EOFError,
                        AttributeError, InvalidDicomError)
+# What reading a header value that does not parse raises (int('1A'), float('abc'), a missing
+# or malformed multi-value, ...): the file is skipped and named, the folder scan goes on.
+HEADER_VALUE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                       OverflowError)
 
 def names(paths: Sequence[Any], limit: int = _MAX_LISTED) -> str:
     """Comma-separated file names, shortened to ``limit`` with a count of the rest."""
@@ -113,6 +119,8 @@ class DicomScan:
     problems: list[tuple[Path, str]]   # not DICOM / unreadable, not attributable to a series
     non_image: list[tuple[Path, str]]  # DICOM objects without images (SR, RTSTRUCT, ...)
     skipped: list[Path]                # DICOMDIR and hidden files
+    unloadable: list[tuple[Path, str]] = field(default_factory=list)  # files of series
+    # in which no image is usable (such a series is not listed; other series still load)
 
     def listing(self) -> str:
         return "\n".join("  " + s.line() for s in self.series)
@@ -156,8 +164,11 @@ def _first(seq_owner: Optional[Dataset], seq: str, key: str) -> Any:
 
 def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     """The 2D images of one file with their geometry and rescale (per frame when enhanced)."""
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols = _number(ds, "Rows", int, path), _number(ds, "Columns", int, path)
+    n_frames = _number(ds, "NumberOfFrames", int, path, 1)
+    if rows < 1 or cols < 1 or n_frames < 1:
+        raise DataError(f"{path}: Rows {rows}, Columns {cols}, NumberOfFrames {n_frames}: "
+                        f"no pixels")
     sop = str(ds.get("SOPInstanceUID", ""))
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.get("SharedFunctionalGroupsSequence")
@@ -194,15 +205,58 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     base = dict(rows=rows, cols=cols,
                 iop=_float_list(iop, 6) if iop is not None else None,
                 pixel_spacing=None if ps_arr is None else (float(ps_arr[0]), float(ps_arr[1])),
-                slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
-                intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
-                thickness=float(ds.SliceThickness) if ds.get("SliceThickness") else None)
+                slope=_number(ds, "RescaleSlope", float, path, 1.0),
+                intercept=_number(ds, "RescaleIntercept", float, path, 0.0),
+                thickness=_number(ds, "SliceThickness", float, path, None))
+    if "DoseGridScaling" in ds and "RescaleSlope" not in ds:  # RT dose: value = stored * scaling
+        base["slope"] = _number(ds, "DoseGridScaling", float, path, 1.0)
+    if not (np.isfinite(base["slope"]) and np.isfinite(base["intercept"])):
+        raise DataError(f"{path}: RescaleSlope/RescaleIntercept are not finite numbers")
+    ipp0 = _float_list(ipp, 3) if ipp is not None else None
     if n_frames == 1:
-        return [Frame(path=path, frame=None, sop_uid=sop,
-                      ipp=_float_list(ipp, 3) if ipp is not None else None, **base)]
+        return [Frame(path=path, frame=None, sop_uid=sop, ipp=ipp0, **base)]
+    offsets = _grid_frame_offsets(ds, n_frames, ipp0, base["iop"], path)
+    if offsets is not None:  # RT dose and similar: frames along the normal of one plane
+        normal = np.cross(base["iop"][:3], base["iop"][3:])
+        return [Frame(path=path, frame=i, sop_uid=f"{sop}#{i}", ipp=ipp0 + off * normal, **base)
+                for i, off in enumerate(offsets)]
     # legacy multi-frame without per-frame geometry: frames share one position
     return [Frame(path=path, frame=i, sop_uid=f"{sop}#{i}", ipp=None, **base)
             for i in range(n_frames)]
+
+
+def _number(ds: Dataset, keyword: str, kind: type, path: Path, default: Any = ...) -> Any:
+    """``kind(ds.keyword)``; ``default`` when absent or empty (required when no default).
+    A value that does not parse is a DataError naming the element and the value."""
+    raw = ds.get(keyword)
+    if raw is None or raw == "":
+        if default is ...:
+            raise DataError(f"{path}: has no {keyword}")
+        return default
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: has an invalid {keyword} {str(raw)!r:.40}") from None
+    if kind is float and not np.isfinite(value):
+        raise DataError(f"{path}: has a non-finite {keyword} ({value})")
+    return value
+
+
+def _grid_frame_offsets(ds: Dataset, n_frames: int, ipp: Optional[np.ndarray],
+                        iop: Optional[np.ndarray], path: Path) -> Optional[np.ndarray]:
+    """Per-frame offsets (mm along the plane normal, relative to ImagePositionPatient) from
+    GridFrameOffsetVector (RT dose), or None when the file has none. The vector is relative
+    when its first value is 0; otherwise it holds each frame's position along the normal."""
+    if "GridFrameOffsetVector" not in ds or ipp is None or iop is None:
+        return None
+    offsets = _float_list(ds.GridFrameOffsetVector, n_frames)
+    if offsets is None:
+        raise DataError(f"{path}: GridFrameOffsetVector must hold {n_frames} finite numbers "
+                        f"(one per frame, NumberOfFrames = {n_frames})")
+    if offsets[0] != 0.0:  # absolute: positions along the normal
+        normal = np.cross(iop[:3], iop[3:])
+        offsets = offsets - float(ipp @ normal)
+    return offsets
 
 
 def _pixel_problem(ds: Dataset, path: Path) -> Optional[str]:
@@ -210,9 +264,11 @@ def _pixel_problem(ds: Dataset, path: Path) -> Optional[str]:
     if not any(t in ds for t in _PIXEL_TAGS):
         return (f"has no pixel data (if it should have, the file is truncated: it ends after "
                 f"{path.stat().st_size} bytes)")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if _number(ds, "SamplesPerPixel", int, path, 1) != 1:
         return (f"is a colour image ({ds.get('PhotometricInterpretation', '?')}); medrecon "
                 f"reads greyscale CT/MR")
+    if str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", "")) == DEFLATED:
+        return None  # the file holds a compressed stream: its size says nothing about truncation
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     length = getattr(raw, "length", None)
     tell = getattr(raw, "value_tell", None)
@@ -256,50 +312,87 @@ def scan_dicom(paths: PathLike | Sequence[PathLike]) -> DicomScan:
             problems.append((path, f"is not readable as DICOM (truncated or damaged header: "
                                    f"{type(exc).__name__}: {exc})"))
             continue
-        meta_sop = str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
-        if meta_sop == DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
-            skipped.append(path)
-            continue
-        if "Rows" not in ds or "Columns" not in ds:
-            sop_name = getattr(ds.get("SOPClassUID"), "name", "")
-            if any(t in ds for t in _PIXEL_TAGS):
-                problems.append((path, "has pixel data but no Rows/Columns"))
-            elif "Image Storage" in str(sop_name):
-                problems.append((path, f"is truncated or damaged: a {sop_name} object without "
-                                       f"Rows/Columns (the file ends after "
-                                       f"{path.stat().st_size} bytes)"))
-            else:
-                non_image.append((path, f"{ds.get('Modality', '?')} object without an image "
-                                        f"(SOP class {ds.get('SOPClassUID', '?')})"))
-            continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
-        info = by_uid.get(uid)
-        if info is None:
-            num = ds.get("SeriesNumber")
-            info = by_uid[uid] = SeriesInfo(
-                uid=uid, modality=str(ds.get("Modality", "OT") or "OT"),
-                description=str(ds.get("SeriesDescription", "") or ""),
-                number=int(num) if num not in (None, "") else None, header=ds)
-        info.files.append(path)
-        problem = _pixel_problem(ds, path)
-        if problem:
-            info.problems.append((path, problem))
-            continue
         try:
-            info.frames += _frames_of(ds, path)
-        except DataError as exc:
-            info.problems.append((path, str(exc).removeprefix(f"{path}: ")))
+            _sort_file(ds, path, by_uid, problems, non_image, skipped)
+        except HEADER_VALUE_ERRORS as exc:  # a value that does not parse (e.g. IS '1A')
+            problems.append((path, f"has an invalid header value ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else '?'})"))
+    unloadable: list[tuple[Path, str]] = []
+    for uid in [u for u, s in by_uid.items() if not s.frames]:  # nothing loadable in it
+        unloadable += by_uid.pop(uid).problems
     series = sorted(by_uid.values(),
                     key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     for i, s in enumerate(series):
         s.index = i
-    return DicomScan(series=series, problems=problems, non_image=non_image, skipped=skipped)
+    return DicomScan(series=series, problems=problems, non_image=non_image, skipped=skipped,
+                     unloadable=unloadable)
+
+
+def _sort_file(ds: Dataset, path: Path, by_uid: dict[str, SeriesInfo],
+               problems: list[tuple[Path, str]], non_image: list[tuple[Path, str]],
+               skipped: list[Path]) -> None:
+    """File one read header under its series, the problems, the non-image objects or the
+    skipped files."""
+    meta_sop = str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
+    if meta_sop == DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
+        skipped.append(path)
+        return
+    if "Rows" not in ds or "Columns" not in ds:
+        sop_name = getattr(ds.get("SOPClassUID"), "name", "")
+        if any(t in ds for t in _PIXEL_TAGS):
+            problems.append((path, "has pixel data but no Rows/Columns"))
+        elif "Image Storage" in str(sop_name):
+            problems.append((path, f"is truncated or damaged: a {sop_name} object without "
+                                   f"Rows/Columns (the file ends after "
+                                   f"{path.stat().st_size} bytes)"))
+        else:
+            non_image.append((path, describe_non_image(ds)))
+        return
+    uid = str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
+    info = by_uid.get(uid)
+    if info is None:
+        num = ds.get("SeriesNumber")
+        info = by_uid[uid] = SeriesInfo(
+            uid=uid, modality=str(ds.get("Modality", "OT") or "OT"),
+            description=str(ds.get("SeriesDescription", "") or ""),
+            number=int(num) if num not in (None, "") else None, header=ds)
+    info.files.append(path)
+    problem = _pixel_problem(ds, path)
+    if problem:
+        info.problems.append((path, problem))
+        return
+    try:
+        info.frames += _frames_of(ds, path)
+    except DataError as exc:
+        info.problems.append((path, str(exc).removeprefix(f"{path}: ")))
+    except HEADER_VALUE_ERRORS as exc:
+        info.problems.append((path, f"has an invalid header value ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else '?'})"))
+
+
+def describe_non_image(ds: Dataset) -> str:
+    """What a DICOM object without an image is, in words (for listings and warnings)."""
+    sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+    sop_name = getattr(sop, "name", "") if sop else ""
+    modality = str(ds.get("Modality", "") or "")
+    parts = []
+    if sop_name and sop_name != str(sop):
+        parts.append(sop_name)
+    elif sop:
+        parts.append(f"SOP class {sop}")
+    if modality:
+        parts.append(f"modality {modality}")
+    if not parts:
+        keywords = [e.keyword or str(e.tag) for e in ds if e.tag.group != 0x0002][:6]
+        return ("a DICOM data set without SOP class, modality or image (its elements: "
+                + (", ".join(keywords) or "none") + ")")
+    return "a DICOM object without an image: " + ", ".join(parts)
 
 
 def choose_series(scan: DicomScan, series: Optional[str | int], where: str) -> SeriesInfo:
     """Pick the series named by UID or index; several without a choice is a UserError."""
     if not scan.series:
-        details = [f"{p} {why}" for p, why in scan.problems + scan.non_image]
+        details = [f"{p} {why}" for p, why in scan.problems + scan.unloadable + scan.non_image]
         nifti = [p for p, _ in scan.problems if str(p).lower().endswith((".nii", ".nii.gz"))]
         hint = f" (for NIfTI input pass the file itself, e.g. {nifti[0]})" if nifti else ""
         raise DataError(f"{where}: no DICOM image series found{hint}"
@@ -321,6 +414,25 @@ def choose_series(scan: DicomScan, series: Optional[str | int], where: str) -> S
             return s
     raise UserError(f"{where}: no series with SeriesInstanceUID {series}; found:\n"
                     f"{scan.listing()}")
+
+
+# Rounded ImagePositionPatient values (a few decimals, as many scanners write them) put each
+# slice up to this fraction of the slice spacing off the uniform grid (warned, accepted), and
+# its in-plane position up to this many mm off the straight stack line.
+JITTER_TOLERANCE = 0.03
+ROUNDING_MM = 0.1
+
+
+def _fit_grid(d: np.ndarray, mult: np.ndarray) -> Optional[tuple[float, float]]:
+    """Least-squares uniform grid through positions ``d`` with ``mult`` grid steps between
+    neighbours: ``(spacing, largest deviation of a position from the grid)`` in mm."""
+    grid = np.concatenate([[0.0], np.cumsum(mult)])
+    if grid[-1] <= 0:
+        return None
+    slope, icpt = np.polyfit(grid, d, 1)
+    if not slope > 0:
+        return None
+    return float(slope), float(np.abs(d - (icpt + slope * grid)).max())
 
 
 @dataclass
@@ -432,10 +544,27 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
         irregular = [i for i, r in enumerate(ratio)
                      if abs(r - 1) > spacing_tolerance and i not in {j for j, _ in missing}]
         if irregular:
+            # rounding of ImagePositionPatient makes the gaps jitter while every position stays
+            # close to one uniform grid; variable spacing or a stray slice moves them off it
+            fitted = _fit_grid(d, np.maximum(mult, 1))
+            jitter = max(JITTER_TOLERANCE, spacing_tolerance)
+            if fitted is not None and fitted[1] <= jitter * fitted[0]:
+                nominal, worst = fitted
+                log.warning("%s: slice positions deviate from a uniform %.4g mm grid by up to "
+                            "%.3g mm (%.2g %% of the spacing; gaps %.4g-%.4g mm), as rounded "
+                            "ImagePositionPatient values do; using the fitted spacing", where,
+                            nominal, worst, 100 * worst / nominal, gaps.min(), gaps.max())
+                ratio = gaps / nominal
+                mult = np.maximum(np.rint(ratio), 1)
+                missing = [(i, int(m) - 1) for i, m in enumerate(mult) if m >= 2]
+                irregular = []
+        if irregular:
             desc = "; ".join(f"{gaps[i]:.4g} mm between {keep[i].label} and {keep[i + 1].label}"
                              for i in irregular[:4])
             raise DataError(f"{where}: non-uniform slice spacing (nominal {nominal:.4g} mm, "
-                            f"tolerance {spacing_tolerance:.3g} relative): {desc}")
+                            f"tolerance {spacing_tolerance:.3g} relative; positions off a "
+                            f"uniform grid by more than {100 * JITTER_TOLERANCE:.3g} % of the "
+                            f"spacing, so not rounding jitter): {desc}")
         if missing and not allow_missing:
             desc = "; ".join(f"{m} slice(s) between {keep[i].label} and {keep[i + 1].label}"
                              for i, m in missing[:4])
@@ -453,12 +582,12 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
         A = np.stack([np.ones(n), grid], axis=1)
         coef, *_ = np.linalg.lstsq(A, inplane, rcond=None)
         resid = np.abs(A @ coef - inplane).max()
-        if resid > 0.05 * min(dx, dy) + 1e-3:
+        if resid > max(0.05 * min(dx, dy), ROUNDING_MM) + 1e-3:
             worst = int(np.argmax(np.abs(A @ coef - inplane).max(axis=1)))
             raise DataError(f"{where}: slices do not lie on one straight stack (in-plane offset "
                             f"{resid:.3g} mm off the line at {keep[worst].label})")
         shift = coef[1]
-        step_normal = (d[-1] - d[0]) / grid[-1]
+        step_normal = float(np.polyfit(grid, d, 1)[0])  # least squares: robust to jitter
         step = normal * step_normal + shift
         tilt = float(np.degrees(np.arctan2(np.linalg.norm(shift), step_normal)))
     affine = np.eye(4)
@@ -484,10 +613,15 @@ def _decode(frames: Sequence[Frame]) -> tuple[dict[int, np.ndarray], list[tuple[
         try:
             ds = pydicom.dcmread(path)
             ts = f" (transfer syntax {ds.file_meta.TransferSyntaxUID.name})"
-            arr = ds.pixel_array
+            with _quiet_decoders():
+                arr = ds.pixel_array
         except PIXEL_DECODE_ERRORS as exc:
             failures.append((str(path), f"pixel data could not be decoded{ts}: "
-                                        f"{str(exc).splitlines()[0]}"))
+                                        f"{_one_line(exc)}"))
+            continue
+        bad = ~np.isfinite(arr) if arr.dtype.kind in "fc" else None
+        if bad is not None and bad.any():
+            failures.append((str(path), f"pixel data hold {int(bad.sum())} NaN/Inf value(s)"))
             continue
         datasets[path] = ds
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -498,6 +632,25 @@ def _decode(frames: Sequence[Frame]) -> tuple[dict[int, np.ndarray], list[tuple[
             img = arr[f.frame or 0].astype(np.float64)
             images[i] = (img * f.slope + f.intercept).astype(np.float32)
     return images, failures, datasets
+
+
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """pydicom logs every failed decoder plugin with a traceback before raising an exception
+    that lists them all: keep the exception (:func:`_one_line`), drop the log records."""
+    logger = logging.getLogger("pydicom.pixels.decoders.base")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (pydicom lists each decoder's failure on its own)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines).replace(":;", ":") or type(exc).__name__
 
 
 def _source(ds: Dataset, files: Sequence[Path], where: str) -> dict[str, Any]:
@@ -562,6 +715,10 @@ def read_dicom(paths: PathLike | Sequence[PathLike], series: Optional[str | int]
         log.warning("%s: skipping %d unusable file(s): %s", where, len(unusable), msg)
     for p, why in scan.non_image:
         log.info("%s: ignoring %s: %s", where, p, why)
+    if scan.unloadable:
+        log.warning("%s: skipping %d file(s) of other series without a usable image: %s", where,
+                    len(scan.unloadable), "; ".join(f"{p} {why}" for p, why in
+                                                   scan.unloadable[:_MAX_LISTED]))
     frames = list(chosen.frames)
     geo = check_geometry(frames, spacing_tolerance, allow_incomplete, where_series)
     present = [f for f in geo.frames if f is not None]

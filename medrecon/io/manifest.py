@@ -386,20 +386,38 @@ def pin_manifest(manifest: str | os.PathLike | Manifest, root: str | os.PathLike
     root_res = root.resolve()
     files: list[FileEntry] = []
     listed = {f.path for f in m.files}
+    missing: list[str] = []
+    escaping: list[str] = []
     for f in m.files:
         p = root / f.path
         if p.is_file() and _inside(p, root_res):
             files.append(FileEntry(f.path, sha256_file(p), p.stat().st_size, f.description,
                                    f.required))
-        else:
-            files.append(f)
+            continue
+        if p.exists() or p.is_symlink():
+            escaping.append(f.path)
+        elif f.required:
+            missing.append(f.path)
+        files.append(f)
     for g in m.groups:
         for p in glob_group(root, g.pattern):
             rel = p.relative_to(root).as_posix()
-            if rel not in listed and _inside(p, root_res):
+            if not _inside(p, root_res):
+                escaping.append(rel)
+            elif rel not in listed:
                 listed.add(rel)
                 files.append(FileEntry(rel, sha256_file(p), p.stat().st_size,
                                        f"matched {g.pattern}", g.required))
+    if missing or escaping:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} required file(s) missing ({', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''})")
+        if escaping:
+            parts.append(f"{len(escaping)} file(s) lead out of the root through links "
+                         f"({', '.join(escaping[:5])}{' ...' if len(escaping) > 5 else ''})")
+        raise DataError(f"cannot pin {m.name} against {root}: " + "; ".join(parts)
+                        + f"; run `medrecon data verify` for the full report")
     all_pinned = bool(files) and all(f.sha256 for f in files)
     return Manifest(
         name=m.name, title=m.title, description=m.description, modality=m.modality,

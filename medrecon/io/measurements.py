@@ -32,6 +32,8 @@ import numpy as np
 import medrecon
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
+from medrecon.io.checks import require_finite, require_memory
+from medrecon.io.jsonio import json_text
 
 FORMAT = "medrecon-measurement/1"
 TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")
@@ -52,6 +54,7 @@ class Measurement:
     geometry: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = field(default=None, compare=False, repr=False)  # file it was read from
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -78,7 +81,7 @@ class Measurement:
 
 def _json(obj: Any, what: str, path: Path) -> str:
     try:
-        return json.dumps(obj, allow_nan=True)
+        return json_text(obj, indent=None)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: measurement {what} is not JSON-serialisable: {exc}") from exc
 
@@ -110,9 +113,31 @@ def is_measurement_file(path: str | os.PathLike) -> bool:
     return p.is_file() and h5py.is_hdf5(str(p))
 
 
+def _dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
+    """``f[name]`` when it is a dataset with at least one element; else a DataError."""
+    obj = f.get(name)
+    if obj is None:
+        raise DataError(f"{path}: no dataset {name!r}")
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{path}: {name!r} is an HDF5 {type(obj).__name__.lower()}, expected a "
+                        f"dataset (an array)")
+    if obj.shape is None or obj.size == 0:
+        raise DataError(f"{path}: dataset {name!r} is empty (shape {obj.shape}, e.g. 0 slices)")
+    return obj
+
+
+def _read_size(datasets: Sequence[h5py.Dataset], path: Path) -> None:
+    """Refuse datasets whose in-memory size (complex64 / float32 or wider) cannot fit."""
+    total = sum(float(np.prod(d.shape, dtype=np.float64)) * max(d.dtype.itemsize, 4) * 2
+                for d in datasets)
+    require_memory(total, f"{path}: reading " + ", ".join(f"{d.name} {list(d.shape)}"
+                                                           for d in datasets))
+
+
 def load_measurement(path: str | os.PathLike) -> Measurement:
     """Read a medrecon measurement file (or a fastMRI k-space file, detected by its
-    ``kspace`` dataset). :class:`DataError` names the file and what is wrong with it."""
+    ``kspace`` dataset). :class:`DataError` names the file and what is wrong with it:
+    damaged or empty datasets, non-finite values, arrays that do not fit the data."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist")
@@ -134,14 +159,72 @@ def load_measurement(path: str | os.PathLike) -> Measurement:
             task = task.decode() if isinstance(task, bytes) else str(task)
             geometry = json.loads(f.attrs.get("geometry", "{}"))
             attrs = json.loads(f.attrs.get("attrs", "{}"))
-            data = f["data"][()]
-            arrays = {k: v[()] for k, v in f["arrays"].items()} if "arrays" in f else {}
+            if not isinstance(geometry, dict) or not isinstance(attrs, dict):
+                raise DataError(f"{path}: the 'geometry' and 'attrs' attributes must be JSON "
+                                f"objects")
+            ds = _dataset(f, "data", path)
+            group = f.get("arrays", {})
+            if not isinstance(group, (h5py.Group, dict)):
+                raise DataError(f"{path}: 'arrays' must be an HDF5 group")
+            named = {k: _dataset(group, k, path) for k in group}
+            _read_size([ds, *named.values()], path)
+            data = ds[()]
+            arrays = {k: v[()] for k, v in named.items()}
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: damaged measurement file: {exc}") from exc
     try:
-        return Measurement(task=task, data=data, geometry=geometry, arrays=arrays, attrs=attrs)
+        m = Measurement(task=task, data=data, geometry=geometry, arrays=arrays, attrs=attrs,
+                        path=path)
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    return check_measurement(m, path)
+
+
+def check_measurement(m: Measurement, path: str | os.PathLike) -> Measurement:
+    """Refuse a measurement that cannot be reconstructed: no slices, NaN / Inf in the data or
+    any array, coil maps / mask / reference whose shape does not fit the data, a mask that
+    samples nothing, k-space without signal. Returns ``m``."""
+    where = str(path)
+    if min(m.data.shape) < 1:
+        raise DataError(f"{where}: data has shape {list(m.data.shape)}: no slices or no samples")
+    require_finite(m.data, f"{where}: measured data ('data')")
+    for name, arr in m.arrays.items():
+        if np.issubdtype(arr.dtype, np.number):
+            require_finite(arr, f"{where}: array {name!r}")
+    z = m.data.shape[0]
+    ref = m.arrays.get("reference")
+    if ref is not None and (ref.ndim != 3 or ref.shape[0] != z):
+        raise DataError(f"{where}: reference has shape {list(ref.shape)}, expected [Z, Y, X] with "
+                        f"Z = {z} slices like the data")
+    if m.task != "cs-mri":
+        return m
+    _, c, ky, kx = m.data.shape
+    maps = m.arrays.get("coil_maps")
+    if maps is not None:
+        expect = "[C, Y, X] or [Z, C, Y, X]"
+        if maps.ndim not in (3, 4) or tuple(maps.shape[-3:]) != (c, ky, kx) or \
+                (maps.ndim == 4 and maps.shape[0] != z):
+            raise DataError(f"{where}: coil_maps have shape {list(maps.shape)} but the k-space "
+                            f"[Z, C, ky, kx] is {list(m.data.shape)}: expected {expect} = "
+                            f"{[c, ky, kx]} (one map per coil, {c} coils)")
+    mask = m.arrays.get("mask")
+    if mask is not None:
+        if mask.ndim not in (2, 3) or tuple(mask.shape[-2:]) != (ky, kx) or \
+                (mask.ndim == 3 and mask.shape[0] != z):
+            raise DataError(f"{where}: mask has shape {list(mask.shape)}, expected [ky, kx] = "
+                            f"{[ky, kx]} (or per slice [Z, ky, kx])")
+        if not np.any(mask):
+            raise DataError(f"{where}: the sampling mask samples no k-space point (all zero)")
+    if not np.any(m.data):
+        raise DataError(f"{where}: the k-space data are all zero (no signal to reconstruct)")
+    shape = m.geometry.get("image_shape")
+    if shape is not None and list(shape) != [ky, kx]:
+        raise DataError(f"{where}: geometry image_shape {shape} differs from the k-space matrix "
+                        f"{[ky, kx]}")
+    coils = m.geometry.get("n_coils", m.geometry.get("coils"))
+    if coils is not None and coils != c:
+        raise DataError(f"{where}: geometry says {coils} coils, the k-space holds {c}")
+    return m
 
 
 def _slice_index(slices: Optional[slice | Sequence[int] | int], n: int, path: Path) -> Any:
@@ -184,7 +267,7 @@ def _header_info(f: h5py.File) -> dict[str, Any]:
 
 
 def _read_fastmri(f: h5py.File, path: Path, slices: Any) -> Measurement:
-    ds = f["kspace"]
+    ds = _dataset(f, "kspace", path)
     if ds.ndim == 3:  # single-coil fastMRI: [slices, ky, kx]
         shape4 = (ds.shape[0], 1) + ds.shape[1:]
     elif ds.ndim == 4:
@@ -195,15 +278,18 @@ def _read_fastmri(f: h5py.File, path: Path, slices: Any) -> Measurement:
     if not np.issubdtype(ds.dtype, np.complexfloating):
         raise DataError(f"{path}: dataset 'kspace' is {ds.dtype}, expected complex")
     sel = _slice_index(slices, shape4[0], path)
+    _read_size([ds] + ([f["reconstruction_rss"]] if isinstance(f.get("reconstruction_rss"),
+                                                             h5py.Dataset) else []), path)
     k = ds[sel]
     k = k.reshape((-1,) + shape4[1:]).astype(np.complex64)
+    require_finite(k, f"{path}: dataset 'kspace'")
     sampled = np.abs(k).reshape(-1, k.shape[-1]).max(axis=0) > 0
     if not sampled.any():
         raise DataError(f"{path}: dataset 'kspace' is all zeros")
     mask = np.broadcast_to(sampled[None, :], k.shape[-2:]).astype(np.float32)
     arrays: dict[str, np.ndarray] = {"mask": mask}
     if "reconstruction_rss" in f:
-        arrays["reference"] = f["reconstruction_rss"][sel].astype(np.float32)
+        arrays["reference"] = _dataset(f, "reconstruction_rss", path)[sel].astype(np.float32)
     attrs: dict[str, Any] = {"source_format": "fastmri", "path": str(path),
                              "mask_from": "non-zero k-space columns",
                              "readout_axis": "ky (rows, fully sampled)",
@@ -219,7 +305,8 @@ def _read_fastmri(f: h5py.File, path: Path, slices: Any) -> Measurement:
     attrs.update(_header_info(f))
     geometry = {"kind": "sense", "shape": list(k.shape[-2:]), "coils": int(k.shape[1]),
                 "fft": "centred orthonormal 2D"}
-    return Measurement(task="cs-mri", data=k, geometry=geometry, arrays=arrays, attrs=attrs)
+    return check_measurement(Measurement(task="cs-mri", data=k, geometry=geometry, arrays=arrays,
+                                         attrs=attrs, path=path), path)
 
 
 def load_fastmri_kspace(path: str | os.PathLike,
@@ -247,4 +334,5 @@ def load_fastmri_kspace(path: str | os.PathLike,
 
 
 __all__ = ["Measurement", "FORMAT", "TASKS", "save_measurement", "load_measurement",
+           "check_measurement",
            "load_fastmri_kspace", "is_measurement_file"]

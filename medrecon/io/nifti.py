@@ -21,6 +21,8 @@ import numpy as np
 
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
+from medrecon.io.checks import require_finite, require_memory
+from medrecon.io.jsonio import json_text
 from medrecon.volume import Volume
 
 log = logging.getLogger("medrecon.io.nifti")
@@ -59,6 +61,7 @@ def save_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False)
     if not is_nifti_path(path):
         raise UserError(f"output {path}: NIfTI files must end in .nii or .nii.gz")
     data = volume.array
+    require_finite(data, f"volume to write to {path}", "nothing written")
     if np.iscomplexobj(data):
         log.info("%s: complex volume written as magnitude", path)
         data = np.abs(data).astype(np.float32)
@@ -76,11 +79,22 @@ def save_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False)
             "window": list(volume.window) if volume.window else None,
             "window_units": volume.window_units, "description": volume.description,
             "source": {k: v for k, v in volume.source.items() if k not in _SOURCE_KEEP_OUT}}
-    payload = _EXT_PREFIX + json.dumps(meta, default=str).encode("utf-8")
+    payload = _EXT_PREFIX + json_text(_plain(meta), indent=None).encode("utf-8")
     img.header.extensions.append(nib.nifti1.Nifti1Extension(_EXT_CODE, payload))
     with atomic_path(path, overwrite=overwrite, what="NIfTI output") as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with values JSON cannot hold (dates, UIDs, person names) as text."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str, np.generic, np.ndarray)):
+        return obj
+    return str(obj)
 
 
 def _read_meta(img: Any) -> dict[str, Any]:
@@ -102,7 +116,13 @@ def load_nifti(path: str | os.PathLike, modality: Optional[str] = None) -> Volum
         raise UserError(f"NIfTI file {path} does not exist")
     try:
         img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+        itemsize = max(int(np.dtype(img.get_data_dtype()).itemsize), 4)
+        require_memory(float(np.prod(shape, dtype=np.float64)) * itemsize * 2,
+                       f"{path}: reading its {' x '.join(map(str, shape))} voxels")
         data = np.asarray(img.dataobj)
+    except DataError:
+        raise
     except Exception as exc:  # nibabel raises several types on damaged files
         raise DataError(f"{path} is not a readable NIfTI file: {exc}") from exc
     if data.ndim == 4 and data.shape[3] == 1:
@@ -113,8 +133,11 @@ def load_nifti(path: str | os.PathLike, modality: Optional[str] = None) -> Volum
         raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
     if not np.issubdtype(data.dtype, np.number):
         raise DataError(f"{path}: unsupported data type {data.dtype}")
+    if data.size == 0:
+        raise DataError(f"{path}: the volume is empty (shape {data.shape})")
+    require_finite(data, f"{path}: voxel data")
     affine = img.affine
-    if affine is None or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"{path}: the affine (sform/qform) is missing or singular")
     aff = ras_ijk_to_lps_zyx(affine)
     meta = _read_meta(img)

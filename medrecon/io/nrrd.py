@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from medrecon.errors import DataError, UserError
+from medrecon.io.checks import require_finite
 from medrecon.volume import Volume
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -75,6 +76,9 @@ def load_nrrd(path: str | os.PathLike, modality: Optional[str] = None,
         raise DataError(f"{path}: expected a 3D scalar NRRD volume, got {data.ndim} dimensions {data.shape}")
     if not np.issubdtype(data.dtype, np.number):
         raise DataError(f"{path}: unsupported NRRD data type {data.dtype}")
+    if data.size == 0:
+        raise DataError(f"{path}: the volume is empty (shape {data.shape})")
+    require_finite(data, f"{path}: voxel data")
     aff = nrrd_affine(header, path)
     array = np.ascontiguousarray(data.transpose(2, 1, 0)).astype(np.float32)
     try:
