@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medrecon.errors import DataError, UserError
+from medrecon.io.checks import require_finite_tensors
+from medrecon.io.jsonio import json_text
 from medrecon.prior.denoiser import Denoiser
 
 FORMAT = "medrecon-prior/1"
@@ -96,7 +98,7 @@ def save_prior(directory: str | os.PathLike, card: dict, ema_state: dict[str, to
         save_file(contiguous(ema_state), str(tmp / "ema.safetensors"))
         if raw_state is not None:
             save_file(contiguous(raw_state), str(tmp / "raw.safetensors"))
-        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD).write_text(json_text(card), encoding="utf-8")
         for name, content in (extras or {}).items():
             target = tmp / name
             target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
@@ -135,6 +137,40 @@ def _check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         raise DataError(f"{source}: weights do not match the architecture in the model card: " + "; ".join(detail))
 
 
+def weights_path(directory: Path, card: dict, weights: str = "ema") -> Path:
+    """The weights file the card names, confined to the prior directory: a plain file name
+    inside it (no absolute path, no ``..``, no symlink out of it)."""
+    entry = card["weights"] if isinstance(card.get("weights"), dict) else {}
+    file = entry.get(weights)
+    if not file:
+        raise DataError(f"{directory / CARD}: the model card lists no {weights!r} weights")
+    if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise DataError(f"{directory / CARD}: weights path {file!r} must be a file name inside "
+                        f"the prior directory")
+    path = directory / file
+    root = directory.resolve()
+    if root not in path.resolve().parents:
+        raise DataError(f"{directory / CARD}: weights path {file!r} leads out of the prior "
+                        f"directory (to {path.resolve()})")
+    if not path.is_file():
+        raise DataError(f"{path}: weights file missing")
+    return path
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 (hex) of a network's parameters and buffers, in name order: what a run that
+    used these weights must use again to resume."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cpu",
                expect_image_size: Optional[int] = None,
                expect_window: Optional[Sequence[float]] = None, weights: str = "ema") -> Denoiser:
@@ -151,16 +187,12 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
     if expect_window is not None and (window is None or
                                       any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(window, expect_window))):
         raise DataError(f"{directory}: prior window {window} differs from the expected {list(expect_window)}")
-    file = card["weights"].get(weights)
-    if not file:
-        raise DataError(f"{directory}: the model card lists no {weights!r} weights")
-    path = directory / file
-    if not path.is_file():
-        raise DataError(f"{path}: weights file missing")
+    path = weights_path(directory, card, weights)
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for damaged files
         raise DataError(f"{path}: cannot read safetensors weights ({exc})") from None
+    require_finite_tensors(state.items(), str(path))
     family = card["architecture"].get("family")
     if family == "edm-unet":
         from medrecon.prior.network import build

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medrecon.errors import UserError
+from medrecon.errors import DataError, UserError
 from medrecon.volume import DEFAULT_CT_WINDOW, Volume, to_window
 
 
@@ -66,6 +66,8 @@ def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fra
     if not paths:
         raise UserError("no training volumes given")
     volumes = [load_volume(p) for p in paths]
+    for p, v in zip(paths, volumes):
+        check_training_volume(v, p)
     win = window
     stacks = []
     for v in volumes:
@@ -73,6 +75,9 @@ def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fra
         stacks.append(s)
     units = volumes[0].units
     if len(stacks) == 1:
+        if len(stacks[0]) < 2:
+            raise DataError(f"{paths[0]}: a single slice (a 2D image) cannot be split into training "
+                            f"and validation slices; give a 3D volume or several files")
         n_val = max(1, int(round(val_fraction * len(stacks[0]))))
         train, val = stacks[0][:-n_val], stacks[0][-n_val:]
         split = f"by slab: last {n_val} slices held out"
@@ -82,6 +87,15 @@ def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fra
         split = f"by volume: last {n_val} of {len(stacks)} volumes held out"
     return SliceSet(torch.from_numpy(train), torch.from_numpy(val), win, units,
                     {"data": [str(p) for p in paths], "split": split})
+
+
+def check_training_volume(volume: Volume, where: str | Path | Sequence[str]) -> None:
+    """Refuse a training volume with nothing to learn: constant (e.g. all zero) or complex."""
+    if np.iscomplexobj(volume.array):
+        raise DataError(f"{where}: complex volume; train on magnitude images")
+    lo, hi = float(volume.array.min()), float(volume.array.max())
+    if not hi > lo:
+        raise DataError(f"{where}: every voxel is {lo:g}: a constant volume has nothing to learn from")
 
 
 def from_phantoms(n_volumes: int, size: int, slices: int = 32, contrast: str = "ct",

@@ -13,7 +13,6 @@ equals a single process run on the same global batch.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from medrecon.io.jsonio import json_text
 from medrecon.prior.data import SliceSet, draw_batch
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 
@@ -186,7 +186,7 @@ class Trainer:
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
-        (self.run_dir / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        (self.run_dir / "train_config.json").write_text(json_text(self.config.to_dict()))
 
     def init_from_prior(self, name_or_path: str) -> dict:
         """Start from a prior's weights (raw if shipped, else EMA) for both the model and its EMA:
@@ -195,13 +195,17 @@ class Trainer:
         seeded initial values. Returns what was copied and left."""
         from safetensors.torch import load_file
 
-        from medrecon.prior.checkpoint import read_card, resolve
+        from medrecon.io.checks import require_finite_tensors
+        from medrecon.prior.checkpoint import read_card, resolve, weights_path
 
         directory = resolve(name_or_path)
         card = read_card(directory)
         weights = card["weights"].get("raw") or card["weights"]["ema"]
-        raw = load_file(str(directory / weights))
-        ema = load_file(str(directory / card["weights"]["ema"]))
+        raw_path = weights_path(directory, card, "raw" if card["weights"].get("raw") else "ema")
+        ema_path = weights_path(directory, card, "ema")
+        raw, ema = load_file(str(raw_path)), load_file(str(ema_path))
+        require_finite_tensors(raw.items(), str(raw_path))
+        require_finite_tensors(ema.items(), str(ema_path))
         own = self.model.state_dict()
         copied = [k for k in own if k in raw and tuple(raw[k].shape) == tuple(own[k].shape)]
         if not copied:

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from medrecon.errors import DataError, UserError
+from medrecon.io.jsonio import json_text
 from medrecon.published.adapters import vp_sigma_range
 from medrecon.published.build import build_network, check_state
 from medrecon.published.config import ADMConfig, NCSNppConfig, flatten
@@ -207,7 +208,7 @@ def write_prior_dir(directory: str | Path, card: dict, ema_state: Mapping[str, t
         save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
         if raw_state is not None:
             save_file(_contiguous(raw_state), str(tmp / "raw.safetensors"))
-        (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / "model_card.json").write_text(json_text(card))
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old.{os.getpid()}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import threading
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
+from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
 
@@ -192,7 +192,7 @@ class StateStore:
             torch.save(cpu, tmp)
         doc = {"format": STATE_FORMAT, "step": int(step), "tensors": name, **meta}
         with atomic_path(self.json_path, overwrite=True, what="sampler state") as tmp:
-            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
+            tmp.write_text(json_text(doc, indent=1, sort_keys=True), encoding="utf-8")
         for old in self.dir.glob("state-*.pt"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -275,17 +275,80 @@ class RunOptions:
             raise UserError("resume needs a state directory (state_dir / --state-dir)")
 
 
-def run_steps(method: str, n_steps: int, identity: dict, y_norm: float,
+@torch.no_grad()
+def problem_identity(op: LinearOperator, y: torch.Tensor,
+                     denoiser: Denoiser) -> tuple[dict, dict[str, float]]:
+    """What a sampler run reconstructs from, for resuming it: ``(exact, probes)``.
+
+    ``exact``: ``{"prior_weights": SHA-256 of the prior's parameters}``. ``probes``: positive
+    numbers that change with the measurement and the operator (``||y||``, a seeded weighting
+    of ``y``, the gain of ``A`` and of a weighted ``A`` on a seeded image, ``||A^H y||``);
+    :func:`run_steps` compares them to a relative 1e-4, which floating-point noise across
+    devices and thread counts stays far below."""
+    from medrecon.prior.checkpoint import weights_fingerprint
+
+    g = torch.Generator(device="cpu").manual_seed(20240601)
+    rdt = real_dtype(op.in_dtype)
+
+    def draw(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        t = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5  # in [0.5, 1.5)
+        return t.to(device=y.device, dtype=real_dtype(dtype))
+
+    probe = torch.randn((int(y.shape[0]), *(int(s) for s in op.in_shape[1:])), generator=g,
+                        dtype=torch.float64).to(device=y.device, dtype=rdt).to(op.in_dtype)
+    ap = op.forward(probe)
+    w = draw(tuple(y.shape), y.dtype)
+    probes = {"y_norm": float(y.norm()), "y_weighted": float((w * y).norm()),
+              "op_gain": float(ap.norm() / probe.norm()),
+              "op_weighted": float((w * ap).norm() / probe.norm()),
+              "adjoint_y": float(op.adjoint(y).norm())}
+    return {"prior_weights": weights_fingerprint(denoiser)}, probes
+
+
+def _probes_differ(saved: dict, now: dict[str, float]) -> list[str]:
+    out = []
+    for key, value in now.items():
+        old = saved.get(key)
+        try:
+            old = float(old)
+        except (TypeError, ValueError):
+            out.append(key)
+            continue
+        if not abs(old - value) <= 1e-4 * max(abs(value), abs(old), 1e-30):
+            out.append(key)
+    return out
+
+
+def run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[str, float],
               init: Callable[[], Tensors], step: Callable[[int, Tensors], Tensors],
               noise: NoiseSource, residual: Callable[[Tensors], float], device: torch.device,
               options: RunOptions) -> tuple[Tensors, dict]:
     """Run ``step(i, tensors)`` for ``i = start .. n_steps - 1`` and return the final tensors.
 
-    ``identity`` (JSON-serialisable) is everything that determines the result besides the data;
-    a saved state is only resumed when it matches (and ``y_norm`` agrees to 1e-5).
+    ``identity`` (JSON-serialisable) is everything that determines the result besides the data
+    (settings, seed, the prior's weights hash: see :func:`problem_identity`); ``y_norm`` is
+    ``||y||`` or a dict of probes of the measurement and the operator. A saved state is only
+    resumed when the identity matches and every probe agrees to a relative 1e-4. The state
+    folder is locked for the run (a second run on it is refused).
     Returns ``(tensors, info)`` with ``info = {"resumed_from": step or None}``.
     """
     store = StateStore(options.state_dir) if options.state_dir is not None else None
+    if store is None:
+        return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual,
+                          device, options, None)
+    from medrecon.io.outputs import hold_lock
+
+    store.dir.parent.mkdir(parents=True, exist_ok=True)
+    with hold_lock(store.dir, "state directory"):
+        return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual,
+                          device, options, store)
+
+
+def _run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[str, float],
+               init: Callable[[], Tensors], step: Callable[[int, Tensors], Tensors],
+               noise: NoiseSource, residual: Callable[[Tensors], float], device: torch.device,
+               options: RunOptions, store: Optional[StateStore]) -> tuple[Tensors, dict]:
+    probes = dict(y_norm) if isinstance(y_norm, dict) else {"y_norm": float(y_norm)}
     ident = _json_normal({"method": method, "steps": n_steps, **identity})
     start, tensors, resumed = 0, None, None
     if store is not None and store.exists():
@@ -294,14 +357,23 @@ def run_steps(method: str, n_steps: int, identity: dict, y_norm: float,
                             "(resume=True / --resume) or choose another state directory")
         start, saved, doc = store.load()
         if doc.get("identity") != ident:
-            diff = sorted(k for k in set(ident) | set(doc.get("identity", {}))
-                          if ident.get(k) != doc.get("identity", {}).get(k))
+            saved_ident = doc.get("identity") if isinstance(doc.get("identity"), dict) else {}
+            diff = sorted(k for k in set(ident) | set(saved_ident)
+                          if ident.get(k) != saved_ident.get(k))
+            if "prior_weights" in diff:
+                raise UserError(f"the state in {store.dir} was computed with a prior of other "
+                                f"weights; resume with the same prior (--prior) or choose "
+                                f"another state directory")
             raise UserError(f"the state in {store.dir} belongs to a different run (differs in: "
                             f"{', '.join(diff)}); resume with the same settings and seed")
-        saved_norm = float(doc.get("y_norm", math.nan))
-        if not abs(saved_norm - y_norm) <= 1e-5 * max(abs(y_norm), 1e-30):
-            raise UserError(f"the state in {store.dir} was computed from different measurements "
-                            f"(||y|| {saved_norm:.6g} vs {y_norm:.6g})")
+        saved_probes = doc.get("probes") if isinstance(doc.get("probes"), dict) else \
+            {"y_norm": doc.get("y_norm")}
+        differ = _probes_differ(saved_probes, probes)
+        if differ:
+            what = "measurements" if all(k.startswith("y_") for k in differ) else \
+                "measurements or operator"
+            raise UserError(f"the state in {store.dir} was computed from different {what} "
+                            f"(differs in: {', '.join(differ)}); resume with the same input")
         noise.set_state(saved.pop("rng"))
         tensors = {k: v.to(device) for k, v in saved.items()}
         resumed = start
@@ -315,7 +387,8 @@ def run_steps(method: str, n_steps: int, identity: dict, y_norm: float,
     def save(done: int) -> None:
         if store is not None:
             store.save(done, {**tensors, "rng": noise.get_state()},
-                       {"method": method, "identity": ident, "y_norm": y_norm})
+                       {"method": method, "identity": ident, "y_norm": probes.get("y_norm"),
+                        "probes": probes})
 
     bar = tqdm(total=n_steps, initial=start, desc=method, disable=not options.progress,
                leave=False, dynamic_ncols=True)

@@ -37,7 +37,8 @@ from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       check_problem, data_residual, from_prior_batch,
-                                      prior_chunked, real_dtype, run_steps, to_prior_batch)
+                                      prior_chunked, problem_identity, real_dtype, run_steps,
+                                      to_prior_batch)
 from medrecon.samplers.config import DdsConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
@@ -194,7 +195,9 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
                 "shape": list(y.shape), "dtype": str(op.in_dtype), "prior_sigma":
                 [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
-    tensors, run_info = run_steps("dds", cfg.steps, identity, y_norm, init, step, noise, residual,
+    exact, probes = problem_identity(op, y, denoiser) if options.state_dir is not None else ({}, y_norm)
+    identity.update(exact)
+    tensors, run_info = run_steps("dds", cfg.steps, identity, probes, init, step, noise, residual,
                                   device, options)
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,

@@ -8,6 +8,7 @@ runs ``dds`` or ``mbir`` (or :func:`~medrecon.samplers.posterior.sample_posterio
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import IntensityMap, prior_map_for_measurement
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +67,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         t0 = time.perf_counter()
         common["x_init"] = imap.image_to_prior(warm_start_image(op, y, task, progress))
         warm_seconds = time.perf_counter() - t0
+    card = getattr(denoiser, "card", None)
+    if card is not None and measurement is not None:
+        check_prior_fit(common.get("x_init"), op, y_p, card)
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
@@ -74,6 +80,47 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                           {"method": method, "samples": samples, "seeds": post.seeds,
                            "time_warm_start": warm_seconds,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
+
+
+# Where the data's image falls in the prior's units ([0, 1] is the prior's window): its 99th
+# percentile beyond these bounds means the window does not fit the data (refused), or fits
+# poorly (warned).
+FIT_REFUSE = (0.1, 4.0)
+FIT_WARN = (0.3, 1.5)
+
+
+@torch.no_grad()
+def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior: torch.Tensor,
+                    card: dict) -> tuple[float, float]:
+    """Check that the measurement's image lies in the prior's intensity window.
+
+    ``x_prior``: an image in prior units (the warm start), or None: then 10 CGLS iterations on
+    the prior-unit data ``y_prior`` give one. Refuses (DataError) when the image's 99th
+    percentile (of the magnitude for complex images) is below 0.1 or above 4 prior units, or
+    its 1st percentile below -3: the prior would see data far outside what it learned, and
+    the result is meaningless (e.g. -23 dB). Warns between those and [0.3, 1.5]. Returns the
+    (1st, 99th) percentiles."""
+    from medrecon.errors import DataError
+    from medrecon.solvers.classical import cgls
+
+    x = x_prior if x_prior is not None else cgls(op, y_prior, 10)
+    v = (x.abs() if x.is_complex() else x).flatten().to(torch.float64).cpu()
+    if v.numel() > 4_000_000:
+        v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
+    p1, p99 = (float(q) for q in torch.quantile(v, torch.tensor([0.01, 0.99], dtype=torch.float64)))
+    intensity = card.get("intensity", {}) if isinstance(card, dict) else {}
+    window = f"window {intensity.get('window')} {intensity.get('units', '')}".rstrip()
+    where = f"prior {card.get('name', '?')!r} ({window})"
+    if not (FIT_REFUSE[0] <= p99 <= FIT_REFUSE[1]) or p1 < -3.0:
+        raise DataError(f"{where} does not fit this measurement: its image spans "
+                        f"[{p1:.3g}, {p99:.3g}] (1st-99th percentile) in the prior's units, where "
+                        f"the prior knows [0, 1]; choose a prior trained on data like these (or "
+                        f"fix the card's intensity window)")
+    if not (FIT_WARN[0] <= p99 <= FIT_WARN[1]) or p1 < -0.5:
+        log.warning("%s fits this measurement poorly: its image spans [%.3g, %.3g] in the "
+                    "prior's units (the prior knows [0, 1]); expect a degraded result", where,
+                    p1, p99)
+    return p1, p99
 
 
 def warm_start_image(op: LinearOperator, y: torch.Tensor, task: Optional[str],
