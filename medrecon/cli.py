@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from medrecon.errors import UserError
+from medrecon.library_messages import captured
 
 COMMANDS = (
     "demo", "phantom", "simulate", "reconstruct", "evaluate", "info", "data",
@@ -48,14 +49,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    prog = f"medrecon {args.command}"
     try:
-        return int(args._run(args) or 0)
+        with captured(prog, verbose=args.verbose):
+            return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"medrecon {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"medrecon {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{prog}: error: out of memory (try fewer slices, a smaller --size or a "
+              f"smaller chunk)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the system refused: disk full, permissions changed mid-run, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ keeps a contiguous slab (volume indices, after sorting by position).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume, write_dicom_series
     from medrecon.io.atomic import write_text_atomic
+    from medrecon.io.jsonio import write_json
+    from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
     from medrecon.methods import run_method
     from medrecon.metrics import PLANES, format_table, volume_metrics
     from medrecon.tasks import CTOptions, MRIOptions, output_volume, simulate, to_volume_units
@@ -55,44 +56,55 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
+        plan = OutputPlan(overwrite=args.overwrite)
+        plan.add_input(args.study, "study")
+        files = {m: plan.add_file(out / f"{m}.nii.gz", "--output") for m in args.methods}
+        dicoms = {m: plan.add_dir(out / f"dicom_{m}", "--output", accept=medrecon_dicom_only)
+                  for m in args.methods}
+        figure = plan.add_file(out / "comparison.png", "--output")
+        metrics_json = plan.add_file(out / "metrics.json", "--output")
+        report = plan.add_file(out / "report.md", "--output")
+        plan.check()
         volume = select_and_resample(load_volume(args.study, series=args.series), args.slices,
                                      args.size)
+        plan.add_inputs(volume.source.get("files", []), "study")
         device = resolve_device(args.device)
-        m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
-                     mri=MRIOptions(acceleration=args.acceleration), device=device)
-        reference = volume.array
-        data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
-        results, volumes, seconds = {}, {"reference": reference}, {}
-        for method in args.methods:
-            settings = {"prior": args.prior, "seed": args.seed} if method in ("dds", "mbir") else None
-            start = time.perf_counter()
-            recon = to_volume_units(run_method(m, method, settings, device=device, progress=True), m)
-            seconds[method] = time.perf_counter() - start
-            volumes[method] = recon
-            results[method] = volume_metrics(recon, reference, data_range)
-            vol = output_volume(recon, m, f"medrecon {method} {args.task}")
-            save_volume(vol, out / f"{method}.nii.gz", overwrite=args.overwrite)
-            write_dicom_series(vol, out / f"dicom_{method}", reference=volume, method=method, task=args.task,
-                               overwrite=args.overwrite, input_dirs=[args.study])
-        table = format_table(results)
+        with plan.open() as staged:
+            m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
+                         mri=MRIOptions(acceleration=args.acceleration), device=device)
+            reference = volume.array
+            data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
+            results, volumes, seconds = {}, {"reference": reference}, {}
+            for method in args.methods:
+                settings = {"prior": args.prior, "seed": args.seed} if method in ("dds", "mbir") else None
+                start = time.perf_counter()
+                recon = to_volume_units(run_method(m, method, settings, device=device, progress=True), m)
+                seconds[method] = time.perf_counter() - start
+                volumes[method] = recon
+                results[method] = volume_metrics(recon, reference, data_range)
+                vol = output_volume(recon, m, f"medrecon {method} {args.task}")
+                save_volume(vol, staged.path(files[method]))
+                write_dicom_series(vol, staged.path(dicoms[method]), reference=volume, method=method,
+                                   task=args.task, input_dirs=[args.study])
+            table = format_table(results)
+            triplanar_figure(volumes, staged.path(figure), reference=reference, data_range=data_range,
+                             spacing=tuple(volume.spacing))
+            summary = {"study": str(args.study), "task": args.task, "shape": list(reference.shape),
+                       "data_range": data_range, "methods": args.methods, "seconds": seconds,
+                       "metrics": results}
+            write_json(staged.path(metrics_json), summary)
+            lines = [f"# medrecon report: {args.task} on {args.study}", "",
+                     f"Volume {reference.shape} (Z, Y, X), spacing {tuple(round(s, 3) for s in volume.spacing)} mm; "
+                     f"metrics on a data range of {data_range:g} {volume.units}.", "",
+                     "| method | PSNR | SSIM | " + " | ".join(f"{p} PSNR" for p in PLANES) + " | seconds |",
+                     "|---|---|---|" + "---|" * len(PLANES) + "---|"]
+            for k, v in results.items():
+                lines.append(f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
+                             + " | ".join(f"{v['planes'][p]['psnr']:.2f}" for p in PLANES) + f" | {seconds[k]:.1f} |")
+            lines += ["", "![comparison](comparison.png)", "",
+                      "Command: `python scripts/reconstruct_study.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
+            write_text_atomic(staged.path(report), "\n".join(lines) + "\n")
         print(table)
-        triplanar_figure(volumes, out / "comparison.png", reference=reference, data_range=data_range,
-                         overwrite=args.overwrite, spacing=tuple(volume.spacing))
-        summary = {"study": str(args.study), "task": args.task, "shape": list(reference.shape),
-                   "data_range": data_range, "methods": args.methods, "seconds": seconds, "metrics": results}
-        write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n", overwrite=args.overwrite)
-        lines = [f"# medrecon report: {args.task} on {args.study}", "",
-                 f"Volume {reference.shape} (Z, Y, X), spacing {tuple(round(s, 3) for s in volume.spacing)} mm; "
-                 f"metrics on a data range of {data_range:g} {volume.units}.", "",
-                 "| method | PSNR | SSIM | " + " | ".join(f"{p} PSNR" for p in PLANES) + " | seconds |",
-                 "|---|---|---|" + "---|" * len(PLANES) + "---|"]
-        for k, v in results.items():
-            lines.append(f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
-                         + " | ".join(f"{v['planes'][p]['psnr']:.2f}" for p in PLANES) + f" | {seconds[k]:.1f} |")
-        lines += ["", "![comparison](comparison.png)", "",
-                  "Command: `python scripts/reconstruct_study.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
-        write_text_atomic(out / "report.md", "\n".join(lines) + "\n", overwrite=args.overwrite)
         print(f"wrote NIfTI, DICOM series, report.md, metrics.json and comparison.png to {out}/")
         return 0
     except UserError as exc:

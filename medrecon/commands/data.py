@@ -92,10 +92,18 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(report.lines()))
         return 0 if report.passed else 1
     if args.data_command == "pin":
-        pinned = pin_manifest(m, args.root)
-        header = (f"# pinned from {m.path} against {args.root}: checksums of that copy\n")
-        write_text_atomic(args.out, header + dump_manifest(pinned), overwrite=args.overwrite,
-                          what="pinned manifest")
+        from medrecon.io.outputs import OutputPlan
+
+        plan = OutputPlan(overwrite=args.overwrite)
+        plan.add_input(m.path, "manifest")
+        plan.add_input(args.root, "--root")
+        out = plan.add_file(args.out, "--out")
+        plan.check()
+        with plan.open() as staged:
+            pinned = pin_manifest(m, args.root)
+            header = (f"# pinned from {m.path} against {args.root}: checksums of that copy\n")
+            write_text_atomic(staged.path(out), header + dump_manifest(pinned),
+                              what="pinned manifest")
         n = sum(1 for f in pinned.files if f.sha256)
         print(f"wrote {args.out}: {n} file(s) pinned, checksums: {pinned.checksums}")
         return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -43,57 +42,60 @@ def run(args: argparse.Namespace) -> int:
     from medrecon import phantoms
     from medrecon.device import resolve_device
     from medrecon.io import save_volume
-    from medrecon.io.atomic import write_text_atomic
+    from medrecon.io.jsonio import write_json
+    from medrecon.io.outputs import OutputPlan
     from medrecon.methods import DIFFUSION, run_method
     from medrecon.metrics import format_table, volume_metrics
     from medrecon.tasks import CTOptions, MRIOptions, output_volume, simulate, to_volume_units
+    from medrecon.viz import triplanar_figure
     from medrecon.volume import Volume
 
     device = resolve_device(args.device)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.data == "chest-ct" and args.task == "cs-mri":
+        from medrecon.errors import UserError
+        raise UserError("--data chest-ct is a CT series; use it with a CT task")
+    methods = list(TASK_DEFAULTS[args.task]["methods"])
+    if not args.no_diffusion and "dds" in DIFFUSION:
+        methods.append("dds")
+    plan = OutputPlan(overwrite=args.overwrite)
+    files = {name: plan.add_file(out / f"{name}.nii.gz", f"--output {out}:")
+             for name in methods + ["reference"]}
+    files["metrics"] = plan.add_file(out / "metrics.json", f"--output {out}:")
+    files["figure"] = plan.add_file(out / "comparison.png", f"--output {out}:")
+    plan.check()
     if args.data == "chest-ct":
         from medrecon.datasets import chest_ct_slab
-        if args.task == "cs-mri":
-            from medrecon.errors import UserError
-            raise UserError("--data chest-ct is a CT series; use it with a CT task")
         volume = chest_ct_slab("test")
     else:
         contrast = "mr" if args.task == "cs-mri" else "ct"
         volume = Volume.from_array(phantoms.shepp_logan_3d(args.shape, contrast=contrast),
                                    modality="MR" if contrast == "mr" else "CT", units="a.u.")
-    m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
-                 mri=MRIOptions(acceleration=args.acceleration), device=device)
     reference = volume.array
     # CT in HU: metrics on the [-1000, 1000] HU window's range (2000 HU); phantoms: their own range
     data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
-    methods = list(TASK_DEFAULTS[args.task]["methods"])
-    if not args.no_diffusion and "dds" in DIFFUSION:
-        methods.append("dds")
     results, volumes, seconds = {}, {}, {}
-    for method in methods:
-        prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
-        settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
-        start = time.perf_counter()
-        recon = run_method(m, method, settings, device=device, progress=not args.quiet)
-        seconds[method] = time.perf_counter() - start
-        volumes[method] = to_volume_units(recon, m)
-        results[method] = volume_metrics(volumes[method], reference, data_range)
-        save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"), out / f"{method}.nii.gz",
-                    overwrite=args.overwrite)
-    save_volume(volume, out / "reference.nii.gz", overwrite=args.overwrite)
+    with plan.open() as staged:
+        m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
+                     mri=MRIOptions(acceleration=args.acceleration), device=device)
+        for method in methods:
+            prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
+            settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
+            start = time.perf_counter()
+            recon = run_method(m, method, settings, device=device, progress=not args.quiet)
+            seconds[method] = time.perf_counter() - start
+            volumes[method] = to_volume_units(recon, m)
+            results[method] = volume_metrics(volumes[method], reference, data_range)
+            save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"),
+                        staged.path(files[method]))
+        save_volume(volume, staged.path(files["reference"]))
+        summary = {"task": args.task, "data": args.data, "shape": list(reference.shape),
+                   "data_range": data_range, "seconds": seconds, "metrics": results}
+        write_json(staged.path(files["metrics"]), summary)
+        triplanar_figure({"reference": reference, **volumes}, staged.path(files["figure"]),
+                         reference=reference, data_range=data_range)
     print(f"{args.task} on {args.data} {reference.shape}, device {device}")
     print(format_table(results))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    summary = {"task": args.task, "data": args.data, "shape": list(reference.shape), "data_range": data_range,
-               "seconds": seconds, "metrics": results}
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n", overwrite=args.overwrite)
-    try:
-        from medrecon.viz import triplanar_figure
-    except ImportError:
-        triplanar_figure = None
-    if triplanar_figure is not None:
-        triplanar_figure({"reference": reference, **volumes}, out / "comparison.png", reference=reference,
-                         data_range=data_range, overwrite=args.overwrite)
-    print(f"wrote volumes, metrics.json{' and comparison.png' if triplanar_figure else ''} to {out}/")
+    print(f"wrote volumes, metrics.json and comparison.png to {out}/")
     return 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medrecon.errors import UserError
+from medrecon.io.jsonio import json_text
 
 NAME = "info"
 HELP = ("Describe a NIfTI volume, a DICOM folder or file (every series found: size, spacing, "
@@ -85,10 +85,13 @@ def _dicom(path: Path, args: argparse.Namespace) -> int:
     from medrecon.io import load_volume
     from medrecon.io.dicom_reader import scan_dicom
     scan = scan_dicom(path)
+    if not scan.series and not scan.non_image:
+        from medrecon.io.dicom_reader import choose_series
+        choose_series(scan, None, str(path))  # raises: no image series, naming every file
     series = [_series_geometry(s, args.spacing_tolerance) for s in scan.series]
     report: dict[str, Any] = {
         "kind": "dicom", "path": str(path), "series": series,
-        "unusable_files": [f"{p} {why}" for p, why in scan.problems],
+        "unusable_files": [f"{p} {why}" for p, why in scan.problems + scan.unloadable],
         "non_image_objects": [f"{p}: {why}" for p, why in scan.non_image],
         "skipped": [str(p) for p in scan.skipped]}
     vol = None
@@ -97,7 +100,7 @@ def _dicom(path: Path, args: argparse.Namespace) -> int:
                           spacing_tolerance=args.spacing_tolerance)
         report["loaded"] = _volume_info(vol)
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json_text(report))
         return 0
     print(f"DICOM {path}: {len(series)} image series")
     for s in series:
@@ -135,13 +138,13 @@ def _measurement(path: Path, as_json: bool) -> int:
               "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in m.arrays.items()},
               "geometry": m.geometry, "attrs": m.attrs}
     if as_json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json_text(report))
         return 0
     print(f"{path}: {m.summary()}")
     if m.geometry:
-        print("  geometry: " + json.dumps(m.geometry, default=str)[:2000])
+        print("  geometry: " + json_text(m.geometry, indent=None)[:2000])
     for key, val in m.attrs.items():
-        print(f"  {key}: {json.dumps(val, default=str)[:200]}")
+        print(f"  {key}: {json_text(val, indent=None)[:200]}")
     return 0
 
 
@@ -149,19 +152,21 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import load_volume
     from medrecon.io.measurements import is_measurement_file
     from medrecon.io.nifti import is_nifti_path
+    from medrecon.io.nrrd import is_nrrd_path
 
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    if path.is_file() and is_nifti_path(path):
+    if path.is_file() and (is_nifti_path(path) or is_nrrd_path(path)):
         vol = load_volume(path)
         info = _volume_info(vol)
         if args.json:
-            print(json.dumps({**info, "path": str(path)}, indent=2, default=str))
+            print(json_text({**info, "path": str(path)}))
         else:
-            print(f"NIfTI {path}:")
+            print(f"{'NIfTI' if is_nifti_path(path) else 'NRRD'} {path}:")
             _print_volume(info, vol)
         return 0
-    if path.is_file() and is_measurement_file(path):
-        return _measurement(path, args.json)
+    if path.is_file() and (is_measurement_file(path)
+                           or path.suffix.lower() in (".h5", ".hdf5")):
+        return _measurement(path, args.json)  # not HDF5: a one-line error naming the file
     return _dicom(path, args)

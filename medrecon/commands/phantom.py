@@ -30,15 +30,26 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import save_volume
     from medrecon.volume import Volume
 
+    from medrecon.io.checks import require_memory
+    from medrecon.io.outputs import OutputPlan
+
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
-    if args.kind == "shepp-logan":
-        array = phantoms.shepp_logan_3d(args.shape, contrast=args.contrast)
-    else:
-        array = phantoms.random_ellipsoids(args.shape, seed=args.seed, contrast=args.contrast)
-    volume = Volume.from_array(array, spacing=tuple(args.spacing),
-                               modality="CT" if args.contrast == "ct" else "MR", units="a.u.")
-    volume.description = f"{args.kind} phantom ({args.contrast})"
-    save_volume(volume, args.output, overwrite=args.overwrite)
+    if min(args.shape) < 1 or not all(s > 0 and s < float("inf") for s in args.spacing):
+        raise UserError(f"--shape {list(args.shape)} and --spacing {list(args.spacing)} must be "
+                        f"positive")
+    require_memory(float(args.shape[0]) * args.shape[1] * args.shape[2] * 4 * 8,
+                   f"a {' x '.join(map(str, args.shape))} phantom")
+    plan = OutputPlan(overwrite=args.overwrite)
+    out = plan.add_file(args.output, "--output")
+    with plan.open() as staged:
+        if args.kind == "shepp-logan":
+            array = phantoms.shepp_logan_3d(args.shape, contrast=args.contrast)
+        else:
+            array = phantoms.random_ellipsoids(args.shape, seed=args.seed, contrast=args.contrast)
+        volume = Volume.from_array(array, spacing=tuple(args.spacing),
+                                   modality="CT" if args.contrast == "ct" else "MR", units="a.u.")
+        volume.description = f"{args.kind} phantom ({args.contrast})"
+        save_volume(volume, staged.path(out))
     print(f"wrote {args.output}: shape {tuple(array.shape)}, values in [{array.min():.3f}, {array.max():.3f}]")
     return 0

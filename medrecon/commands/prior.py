@@ -47,9 +47,17 @@ def run(args: argparse.Namespace) -> int:
     if args.prior_action == "import":
         from medrecon.published.importer import import_published, read_config
 
+        from medrecon.io.outputs import OutputPlan
+
+        plan = OutputPlan(overwrite=args.overwrite)
+        plan.add_input(args.file, "FILE")
+        plan.add_input(args.config, "--config")
+        plan.add_workdir(args.output, "--output")  # written atomically by the importer
+        plan.check()
         config = read_config(args.config, args.format)
-        out = import_published(args.format, args.file, args.output, config=config,
-                               name=args.name, overwrite=args.overwrite)
+        with plan.open():
+            out = import_published(args.format, args.file, args.output, config=config,
+                                   name=args.name, overwrite=args.overwrite)
         log.info("wrote prior %s", out)
         print(out)
         return 0

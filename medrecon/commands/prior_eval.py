@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
@@ -58,10 +57,21 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from medrecon.device import resolve_device
-    from medrecon.io.atomic import write_text_atomic
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
+    from medrecon.io.jsonio import write_json
+    from medrecon.io.outputs import OutputPlan
+
+    plan = OutputPlan(overwrite=True)  # a results folder: its two files are replaced
+    plan.add_inputs([d for d in args.data if Path(d).exists()], "--data")
+    plan.add_input(args.prior if Path(args.prior).exists() else None, "--prior")
+    outputs = {}
+    if args.output:
+        outputs["json"] = plan.add_file(Path(args.output) / "prior_eval.json", "--output")
+        if args.samples > 0:
+            outputs["png"] = plan.add_file(Path(args.output) / "samples.png", "--output")
+    plan.check()
     device = resolve_device(args.device)
     prior = load_prior(args.prior, device=device)
     slices = held_out_slices(args.data, prior.card, prior.image_size)
@@ -74,14 +84,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['sigma']:6.3f} {r['noisy_psnr']:7.2f} {r['prior_psnr']:7.2f} {r['tv_psnr']:8.2f} "
               f"{r['tv_weight']:9.4f} {r['gain_over_tv_db']:+6.2f}")
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        result = {"prior": prior.card["name"], "data": args.data, "slices": int(len(slices)),
-                  "seed": args.seed, "denoising": rows}
-        write_text_atomic(out / "prior_eval.json", json.dumps(result, indent=2) + "\n", overwrite=True)
-        if args.samples > 0:
-            samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
-            samples_figure(samples.clamp(0, 1), slices[: args.samples],
-                           out / "samples.png", title=f"{prior.card['name']}: samples (top), held-out (bottom)")
-        print(f"wrote {out / 'prior_eval.json'}")
+        with plan.open() as staged:
+            result = {"prior": prior.card["name"], "data": args.data, "slices": int(len(slices)),
+                      "seed": args.seed, "denoising": rows}
+            write_json(staged.path(outputs["json"]), result)
+            if args.samples > 0:
+                samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
+                samples_figure(samples.clamp(0, 1), slices[: args.samples], staged.path(outputs["png"]),
+                               title=f"{prior.card['name']}: samples (top), held-out (bottom)")
+        print(f"wrote {Path(args.output) / 'prior_eval.json'}")
     return 0

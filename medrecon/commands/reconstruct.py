@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -62,6 +61,33 @@ def to_volume_units_scale(m) -> float:
     return scale
 
 
+def measurement_inputs(m, meas_path: str) -> list[Path]:
+    """What a measurement was made from (``attrs["input"]``: the simulated volume or DICOM
+    study), resolved as recorded, against the working directory and against the file's folder
+    (older files recorded the path as typed)."""
+    recorded = m.attrs.get("input")
+    if not recorded:
+        return []
+    p = Path(str(recorded))
+    found = [p] if p.is_absolute() else [p, Path(meas_path).parent / p]
+    return [q for q in found if q.exists()]
+
+
+def check_geometry_match(reference, m, where: str) -> None:
+    """Refuse a reference volume whose geometry (affine) differs from the measurement's."""
+    from medrecon.errors import UserError
+    from medrecon.volume import geometry_mismatch
+
+    vol = m.attrs.get("volume", {})
+    if vol.get("affine") is None:
+        return
+    import numpy as np
+    why = geometry_mismatch(np.asarray(vol["affine"], float), reference.affine)
+    if why:
+        raise UserError(f"--reference {where} does not lie where the measurement's volume lies "
+                        f"({why}); compare volumes on the same grid")
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -69,14 +95,20 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume
-    from medrecon.io.atomic import write_text_atomic
+    from medrecon.io.jsonio import write_json
     from medrecon.io.measurements import load_measurement
-    from medrecon.methods import run_method
+    from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
+    from medrecon.methods import DIFFUSION, LAST_INFO, run_method
     from medrecon.metrics import format_table, volume_metrics
-    from medrecon.tasks import output_volume, to_volume_units
+    from medrecon.tasks import output_volume, recon_shape, to_volume_units
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
+    early = OutputPlan(overwrite=args.overwrite)  # refuse a bad --output before reading anything
+    early.add_input(args.input, "--input")
+    early.add_input(args.reference, "--reference")
+    early.add_file(args.output, "--output")
+    early.check()
     m = load_measurement(args.input)
     values: dict = {}
     if args.config:
@@ -93,58 +125,114 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         values["resume"] = True
     settings = make_settings(args.method, values, where=args.config or "--set", task=m.task)
-    device = resolve_device(args.device)
-    start = time.perf_counter()
-    recon = run_method(m, args.method, settings, device=device, progress=not args.quiet, backend=args.backend)
-    seconds = time.perf_counter() - start
-    array = to_volume_units(recon, m)
-    out = output_volume(array, m, description=f"medrecon {args.method} {m.task}")
-    save_volume(out, args.output, overwrite=args.overwrite)
-    stem = str(args.output)[: -len(".nii.gz")] if str(args.output).endswith(".nii.gz") else str(args.output)[:-4]
-    from medrecon.methods import DIFFUSION, LAST_INFO
-    diffusion_info = {}
-    if args.method in DIFFUSION:
-        diffusion_info = {k: v for k, v in LAST_INFO.items() if k != "std" and not k.startswith("runs")}
-        if LAST_INFO.get("std") is not None:
-            std = LAST_INFO["std"].detach().cpu().numpy() * to_volume_units_scale(m)
-            save_volume(output_volume(std.astype("float32"), m, f"medrecon {args.method} posterior std"),
-                        stem + "_std.nii.gz", overwrite=args.overwrite)
-            print(f"wrote {stem}_std.nii.gz (per-voxel standard deviation over {settings.samples} samples)")
-    effective = {"input": str(args.input), "method": args.method, "task": m.task, "device": str(device),
-                 "settings": settings_dict(settings), "seconds": round(seconds, 3),
-                 "sampler": json.loads(json.dumps(diffusion_info, default=str))}
-    write_text_atomic(stem + ".config.json", json.dumps(effective, indent=2) + "\n", overwrite=args.overwrite)
-    print(f"wrote {args.output} ({args.method}, {m.task}, {seconds:.1f} s)")
+    diffusion = args.method in DIFFUSION
+    shape = recon_shape(m)
 
+    # everything read, every output checked, before any work
     reference_volume = load_volume(args.reference) if args.reference else None
     reference = reference_volume.array if reference_volume is not None else m.arrays.get("reference")
     if reference is not None:
         reference = np.asarray(reference, np.float32)
-        if reference.shape != array.shape:
-            raise UserError(f"reference shape {reference.shape} differs from the reconstruction {array.shape}")
-        data_range = float(reference.max() - reference.min()) or 1.0
-        metrics = volume_metrics(array, reference, data_range)
-        print(format_table({args.method: metrics}))
-        write_text_atomic(args.json or stem + ".metrics.json", json.dumps(metrics, indent=2) + "\n",
-                          overwrite=args.overwrite)
-        if args.figure:
-            from medrecon.methods import methods_for
-            from medrecon.viz import triplanar_figure
-            baseline = "fbp" if "fbp" in methods_for(m.task) else "zero-filled"
-            volumes = {"reference": reference}
-            for name in (baseline, "tv"):
-                if name != args.method:
-                    volumes[name] = to_volume_units(run_method(m, name, None, device=device), m)
-            volumes[args.method] = array
-            triplanar_figure(volumes, stem + ".png", reference=reference, data_range=data_range,
-                             overwrite=args.overwrite, spacing=tuple(out.spacing))
-            print(f"wrote {stem}.png")
-    if args.dicom_out:
-        from medrecon.io import write_dicom_series
-        # protected: the study folder the measurement was simulated from and the reference's
-        # folder (the measurement file's own folder may hold outputs, e.g. a DICOM subfolder)
-        inputs = [p for p in (m.attrs.get("input"), args.reference) if p]
-        write_dicom_series(out, args.dicom_out, reference=reference_volume, method=args.method, task=m.task,
-                           overwrite=args.overwrite, input_dirs=[p for p in inputs if Path(p).is_dir()])
+        where = args.reference or f"stored in {args.input}"
+        if reference.shape != shape:
+            raise UserError(f"reference ({where}) has shape {reference.shape}, the reconstruction "
+                            f"will be {shape}")
+        if reference_volume is not None:
+            check_geometry_match(reference_volume, m, args.reference)
+    stem = str(args.output)[: -len(".nii.gz")] if str(args.output).endswith(".nii.gz") else str(args.output)[:-4]
+    plan = OutputPlan(overwrite=args.overwrite)
+    plan.add_input(args.input, "--input")
+    plan.add_inputs(measurement_inputs(m, args.input), f"volume {args.input} was simulated from")
+    plan.add_input(args.reference, "--reference")
+    if reference_volume is not None:
+        plan.add_inputs(reference_volume.source.get("files", []), "--reference")
+    plan.add_input(args.config, "--config")
+    out_nifti = plan.add_file(args.output, "--output")
+    out_config = plan.add_file(stem + ".config.json", "config")
+    samples = int(getattr(settings, "samples", 1) or 1) if diffusion else 1
+    out_std = plan.add_file(stem + "_std.nii.gz", "posterior std") if samples > 1 else None
+    out_metrics = plan.add_file(args.json or stem + ".metrics.json", "--json") \
+        if reference is not None else None
+    if args.json and reference is None:
+        raise UserError(f"--json {args.json}: no reference to compare with (pass --reference)")
+    if args.figure and reference is None:
+        raise UserError("--figure needs a reference (pass --reference, or simulate with one)")
+    out_figure = plan.add_file(stem + ".png", "figure") if args.figure else None
+    out_dicom = plan.add_dir(args.dicom_out, "--dicom-out", accept=medrecon_dicom_only) \
+        if args.dicom_out else None
+    state_dir = getattr(settings, "state_dir", "") if diffusion else ""
+    if state_dir:
+        plan.add_workdir(state_dir, "--state-dir")
+        states = list(Path(state_dir).glob("state.json")) + list(Path(state_dir).glob("sample-*/state.json"))
+        if states and not getattr(settings, "resume", False):
+            raise UserError(f"--state-dir {state_dir} already holds a saved {args.method} state; "
+                            f"resume it with --resume or choose another folder")
+    device = resolve_device(args.device)
+
+    with plan.open() as staged:
+        start = time.perf_counter()
+        recon = run_method(m, args.method, settings, device=device, progress=not args.quiet,
+                           backend=args.backend)
+        seconds = time.perf_counter() - start
+        array = to_volume_units(recon, m)
+        out = output_volume(array, m, description=f"medrecon {args.method} {m.task}")
+        save_volume(out, staged.path(out_nifti))
+        diffusion_info = {}
+        if diffusion:
+            diffusion_info = {k: v for k, v in LAST_INFO.items() if k != "std" and not k.startswith("runs")}
+            if out_std is not None:
+                std = LAST_INFO["std"].detach().cpu().numpy() * to_volume_units_scale(m)
+                save_volume(output_volume(std.astype("float32"), m, f"medrecon {args.method} posterior std"),
+                            staged.path(out_std))
+        effective = {"input": str(args.input), "method": args.method, "task": m.task, "device": str(device),
+                     "settings": settings_dict(settings), "seconds": round(seconds, 3),
+                     "sampler": _plain(diffusion_info)}
+        write_json(staged.path(out_config), effective)
+        if reference is not None:
+            data_range = float(reference.max() - reference.min()) or 1.0
+            metrics = volume_metrics(array, reference, data_range)
+            table = format_table({args.method: metrics})
+            write_json(staged.path(out_metrics), metrics)
+            if out_figure is not None:
+                from medrecon.methods import methods_for
+                from medrecon.viz import triplanar_figure
+                baseline = "fbp" if "fbp" in methods_for(m.task) else "zero-filled"
+                volumes = {"reference": reference}
+                for name in (baseline, "tv"):
+                    if name != args.method:
+                        volumes[name] = to_volume_units(run_method(m, name, None, device=device), m)
+                volumes[args.method] = array
+                triplanar_figure(volumes, staged.path(out_figure), reference=reference,
+                                 data_range=data_range, spacing=tuple(out.spacing))
+        if out_dicom is not None:
+            from medrecon.io import write_dicom_series
+            inputs = [p for p in (m.attrs.get("input"), args.reference) if p]
+            write_dicom_series(out, staged.path(out_dicom), reference=reference_volume,
+                               method=args.method, task=m.task,
+                               input_dirs=[p for p in inputs if Path(p).is_dir()])
+    print(f"wrote {args.output} ({args.method}, {m.task}, {seconds:.1f} s)")
+    if out_std is not None:
+        print(f"wrote {out_std.path} (per-voxel standard deviation over {samples} samples)")
+    if reference is not None:
+        print(table)
+        print(f"wrote {out_metrics.path}")
+    if out_figure is not None:
+        print(f"wrote {out_figure.path}")
+    if out_dicom is not None:
         print(f"wrote DICOM series to {args.dicom_out}")
     return 0
+
+
+def _plain(info: dict) -> dict:
+    """Sampler details with values JSON cannot hold (devices, dtypes) as text."""
+    import numpy as np
+
+    def conv(v):
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+            return v
+        return str(v)
+    return conv(info)

@@ -54,21 +54,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
+    from medrecon.errors import UserError
     from medrecon.io import load_volume
     from medrecon.io.measurements import save_measurement
+    from medrecon.io.outputs import OutputPlan, real_path
     from medrecon.tasks import simulate
 
     from medrecon.datasets import select_and_resample
 
-    volume = select_and_resample(load_volume(args.input, series=args.series), args.slices, args.size)
+    if not str(args.output).lower().endswith((".h5", ".hdf5")):
+        raise UserError(f"--output {args.output}: measurements are written as HDF5; use a .h5 "
+                        f"file name")
+    plan = OutputPlan(overwrite=args.overwrite)
+    plan.add_input(args.input, "--input")
+    out = plan.add_file(args.output, "--output")
+    plan.check()
+    volume = load_volume(args.input, series=args.series)
+    plan.add_inputs(volume.source.get("files", []), "--input")
+    volume = select_and_resample(volume, args.slices, args.size)
     ct = CTOptions(views=args.views, wedge=args.wedge, start=args.start, step=args.step, beam=args.beam,
                    source_origin=args.source_origin, origin_detector=args.origin_detector,
                    detectors=args.detectors, detector_spacing=args.detector_spacing, i0=args.i0)
     mri = MRIOptions(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
                      calib=args.calib, coils=args.coils, sigma=args.sigma)
-    m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=resolve_device(args.device))
-    m.attrs["input"] = str(args.input)
-    save_measurement(args.output, m, overwrite=args.overwrite)
+    with plan.open() as staged:
+        m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=resolve_device(args.device))
+        m.attrs["input"] = str(real_path(args.input))  # absolute: found from any working directory
+        save_measurement(staged.path(out), m)
     extra = (f", effective acceleration x{m.attrs['acceleration']:.2f}" if args.task == "cs-mri" else
              f", {m.data.shape[1]} views x {m.data.shape[2]} detector bins")
     print(f"wrote {args.output}: {args.task}, data {m.data.dtype} {tuple(m.data.shape)}{extra}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
+import math
 import os
 import shlex
 import subprocess
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
+from medrecon.io.jsonio import json_text
 
 NAME = "train"
 HELP = ("Train a 2D diffusion prior (MONAI DiffusionModelUNet with EDM preconditioning) on axial slices of "
@@ -170,9 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
-    from medrecon.prior.checkpoint import save_prior
-    from medrecon.prior.network import FAMILY
-    from medrecon.prior.train import Trainer, TrainConfig, init_distributed
+    from medrecon.io.outputs import OutputPlan
+    from medrecon.prior.train import TrainConfig, init_distributed
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,16 +187,59 @@ def run(args: argparse.Namespace) -> int:
         config.steps = args.steps
     if args.seed is not None:
         config.seed = args.seed
+    if isinstance(config.steps, bool) or not isinstance(config.steps, int) or config.steps < 1:
+        raise UserError(f"the number of training steps must be a positive integer, got "
+                        f"{config.steps!r} (--steps or 'steps' in {args.config})")
     output = Path(args.output)
     if output.exists() and not (args.overwrite or args.resume):
         raise UserError(f"{output} already exists; pass --overwrite (or --resume)")
+    run_dir = args.run_dir or str(output) + ".run"
+    plan = OutputPlan(overwrite=True)  # both folders are rewritten in place while training
+    plan.add_inputs([d for d in args.data if Path(d).exists()], "--data")
+    plan.add_input(args.data_root, "--data-root")
+    plan.add_input(args.config, "--config")
+    plan.add_input(args.init_from, "--init-from")
+    plan.add_workdir(output, "--output")
+    plan.add_workdir(run_dir, "--run-dir")
+    plan.check()
     device = resolve_device(args.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     init_distributed(device)
     data, (provenance, licence) = load_data(args, config.network.image_size)
-    trainer = Trainer(config, data, args.run_dir or str(output) + ".run", device)
+    check_slices(data, " ".join(args.data))
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns (and locks) the folders
+        return _train(args, config, data, provenance, licence, output, run_dir, device)
+    with plan.open():
+        return _train(args, config, data, provenance, licence, output, run_dir, device)
+
+
+def check_slices(data, where: str) -> None:
+    """Refuse training slices that cannot train anything: none, non-finite or constant."""
+    from medrecon.errors import DataError
+    from medrecon.io.checks import require_finite
+
+    for name, slices in (("training", data.train), ("validation", data.val)):
+        if slices.ndim != 3 or slices.shape[0] < 1:
+            raise DataError(f"--data {where}: no {name} slices (shape {list(slices.shape)}); give "
+                            f"more slices or volumes")
+        require_finite(slices, f"--data {where}: {name} slices")
+    if not float(data.train.max()) > float(data.train.min()):
+        raise DataError(f"--data {where}: every training slice is {float(data.train.min()):g} in "
+                        f"the window {list(data.window)}: nothing to learn from")
+
+
+def _train(args, config, data, provenance, licence, output, run_dir, device) -> int:
+    import torch
+
+    from medrecon.errors import DataError, UserError
+    from medrecon.io.checks import require_finite_tensors
+    from medrecon.prior.checkpoint import save_prior
+    from medrecon.prior.network import FAMILY
+    from medrecon.prior.train import Trainer
+
+    trainer = Trainer(config, data, run_dir, device)
     resumed = args.resume and trainer.load_checkpoint()
     if args.resume and not resumed:
         raise UserError(f"--resume: no checkpoint in {trainer.run_dir}")
@@ -210,6 +253,12 @@ def run(args: argparse.Namespace) -> int:
     revision = git_revision()
 
     def export(t: Trainer) -> None:
+        require_finite_tensors(t.ema.state_dict().items(),
+                               f"training diverged by step {t.step}; the weights")
+        recent = [v for _, v in t.losses[-100:]]
+        if recent and not all(math.isfinite(v) for v in recent):
+            raise DataError(f"training diverged by step {t.step}: the loss is not finite; "
+                            f"{output} was not updated (lower the learning rate)")
         card = {
             "name": args.name or output.name,
             "architecture": {"family": FAMILY, "config": config.network.to_dict()},
@@ -234,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         }
         save_prior(output, card, t.ema.state_dict(), t.model.state_dict(), overwrite=True,
                    extras={"loss_curve.png": loss_curve_png(t),
-                           "losses.json": json.dumps({"train": t.losses[::10], "val": t.val_losses})})
+                           "losses.json": json_text({"train": t.losses[::10], "val": t.val_losses},
+                                                    indent=None)})
 
     trainer.fit(progress=not args.quiet, on_checkpoint=export)
     if trainer.rank == 0:
