@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from medrecon.errors import UserError
 from medrecon.library_messages import captured
 
+OUT_OF_MEMORY = "out of memory (try fewer slices, a smaller --size or a smaller chunk)"
 COMMANDS = (
     "demo", "phantom", "simulate", "reconstruct", "evaluate", "info", "data",
     "train", "prior_eval", "prior",
@@ -60,8 +61,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print(f"{prog}: error: out of memory (try fewer slices, a smaller --size or a "
-              f"smaller chunk)", file=sys.stderr)
+        print(f"{prog}: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # torch reports a failed allocation this way
+        if not any(k in str(exc) for k in ("can't allocate memory", "out of memory")):
+            raise
+        print(f"{prog}: error: {OUT_OF_MEMORY} ({str(exc).splitlines()[0][:200]})", file=sys.stderr)
         return 1
     except OSError as exc:  # the system refused: disk full, permissions changed mid-run, ...
         where = f" ({exc.filename})" if exc.filename else ""

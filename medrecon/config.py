@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -91,10 +92,14 @@ def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise UserError(f"{where}: {key} must be true or false, got {value!r}")
     if target in (int, float):
+        kind = "a number" if target is float else "an integer"
         try:
             number = float(value) if target is float else int(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: {key} must be a {target.__name__}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"{where}: {key} must be {kind}, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+            # every numeric setting (iterations, weights, noise levels, steps, seeds) is >= 0
+            raise UserError(f"{where}: {key} must be {kind} >= 0 (finite), got {value!r}")
         return number
     if target in (list, tuple):
         return list(value) if isinstance(value, (list, tuple)) else json.loads(value)

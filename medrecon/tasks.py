@@ -113,6 +113,10 @@ def simulate(volume: Volume, task: str, seed: int = 0, ct: Optional[CTOptions] =
     check_task(task)
     if not np.isrealobj(volume.array):
         raise UserError("simulate expects a real-valued volume (magnitude image)")
+    for opts_ in (ct, mri):
+        for key, value in (asdict(opts_) if opts_ is not None else {}).items():
+            if isinstance(value, float) and not np.isfinite(value):
+                raise UserError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     z, y, x = volume.shape
     attrs: dict[str, Any] = {"seed": int(seed), "volume": _volume_attrs(volume)}
     arrays: dict[str, np.ndarray] = {}

@@ -476,6 +476,20 @@ def _pin_escaping(d, b):
         ["a.bin", "out of the root"], None
 
 
+def _simulate_option(option: str, value: str, words: list) -> Builder:
+    def build(d, b):
+        return ["simulate", "--task", "cs-mri", "--input", b.ph, option, value, "--output",
+                d / "out" / "m.h5"], words, None
+    return build
+
+
+def _setting(method: str, setting: str, words: list) -> Builder:
+    def build(d, b):
+        return ["reconstruct", "--input", b.ct, "--method", method, "--set", setting, "--output",
+                d / "out" / "r.nii.gz"], words, None
+    return build
+
+
 CASES: dict[str, Builder] = {
     # non-finite values at every entry point
     "nan-nifti": _nan_nifti, "inf-nifti": _inf_nifti, "nan-nrrd": _nan_nrrd,
@@ -506,6 +520,11 @@ CASES: dict[str, Builder] = {
     "state-dir-without-resume": _state_dir_without_resume,
     # smaller
     "pin-missing": _pin_missing, "pin-escaping": _pin_escaping,
+    # non-finite or impossible options
+    "simulate-sigma-nan": _simulate_option("--sigma", "nan", ["--sigma", "finite"]),
+    "simulate-huge-size": _simulate_option("--size", "100000", ["100000 x 100000", "of memory"]),
+    "setting-nan": _setting("tv", "lam_rel=nan", ["lam_rel", "finite"]),
+    "setting-negative": _setting("tv", "rho_rel=-1", ["rho_rel", ">= 0"]),
 }
 
 
@@ -696,3 +715,16 @@ def test_a_diverged_method_writes_nothing(base, tmp_path, capsys, monkeypatch) -
                               tmp_path / "out" / "r.nii.gz", "--dicom-out", tmp_path / "out" / "dcm"])
     assert_refused(rc, err, ["sirt reconstruction", "ct.h5", "NaN", "diverged"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_undecodable_file_says_it_once(tmp_path, capsys) -> None:
+    """pydicom logs a traceback per failed decoder plugin before raising: the one error line
+    carries every plugin's reason, and nothing else is printed."""
+    src = H.pydicom_file("JPEG-lossy.dcm")
+    if src is None:
+        pytest.skip("JPEG-lossy.dcm not bundled")
+    rc, _, err = run(capsys, ["simulate", "--task", "sparse-view-ct", "--input", src, "--output",
+                              tmp_path / "m.h5"])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    line = assert_refused(rc, err, ["JPEG-lossy.dcm", "libjpeg", "Pillow"])
+    assert lines == [line]

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume
-    from medrecon.io.measurements import save_measurement
+    from medrecon.io.checks import require_memory
+    from medrecon.io.measurements import check_measurement, save_measurement
     from medrecon.io.outputs import OutputPlan, real_path
     from medrecon.tasks import simulate
 
@@ -71,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
     plan.check()
     volume = load_volume(args.input, series=args.series)
     plan.add_inputs(volume.source.get("files", []), "--input")
+    z, ny, nx = volume.shape
+    if args.size:
+        ny = nx = args.size
+    coils = args.coils if args.task == "cs-mri" else 1
+    require_memory(float(z) * ny * nx * 8 * (3 * max(coils, 1) + 8),
+                   f"simulating {args.task} of a {z} x {ny} x {nx} volume")
     volume = select_and_resample(volume, args.slices, args.size)
     ct = CTOptions(views=args.views, wedge=args.wedge, start=args.start, step=args.step, beam=args.beam,
                    source_origin=args.source_origin, origin_detector=args.origin_detector,
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     with plan.open() as staged:
         m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=resolve_device(args.device))
         m.attrs["input"] = str(real_path(args.input))  # absolute: found from any working directory
+        check_measurement(m, f"the simulated measurement of {args.input}")  # what readers accept
         save_measurement(staged.path(out), m)
     extra = (f", effective acceleration x{m.attrs['acceleration']:.2f}" if args.task == "cs-mri" else
              f", {m.data.shape[1]} views x {m.data.shape[2]} detector bins")
