@@ -1,4 +1,5 @@
-"""``medrecon demo``: simulate a task on an embedded phantom, reconstruct, print per-plane metrics."""
+"""``medrecon demo``: simulate a task on a shipped held-out volume (or a phantom), reconstruct with the
+classical baselines and DDS, print per-plane metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 from medrecon.device import DEVICE_CHOICES
 
 NAME = "demo"
-HELP = ("Simulate a task on the built-in 3D Shepp-Logan phantom, reconstruct it with the classical "
-        "baselines and the diffusion sampler (dds, when a prior is available), print a PSNR/SSIM table "
+HELP = ("Simulate a task on a real volume shipped with medrecon (a chest CT slab for the CT tasks, a brain MR "
+        "for CS-MRI; both of subjects no shipped prior was trained on) or on the 3D Shepp-Logan phantom, "
+        "reconstruct it with the classical baselines and the diffusion sampler (dds), print a PSNR/SSIM table "
         "per plane and write volumes, metrics JSON and a tri-planar figure into --output.")
+SHIPPED_DATA = {"lung2": "lung2_slab.nii.gz", "brain2": "brain2_slab.nii.gz"}
 
 TASK_DEFAULTS = {
     "sparse-view-ct": {"methods": ("fbp", "tv"), "prior": "phantom"},
@@ -23,9 +26,11 @@ TASK_DEFAULTS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="sparse-view-ct", help="task to simulate")
-    p.add_argument("--data", choices=("phantom", "chest-ct"), default="phantom",
-                   help="phantom: the 3D Shepp-Logan phantom; chest-ct: the held-out slab of the sample chest "
-                        "CT series (fetch it first with scripts/fetch_sample_data.py)")
+    p.add_argument("--data", choices=("auto", "lung2", "brain2", "phantom", "chest-ct"), default="auto",
+                   help="auto: lung2 for the CT tasks, brain2 for CS-MRI; lung2 / brain2: slabs of a chest CT and "
+                        "a brain MR of held-out subjects, shipped inside the package (medrecon/data/*.json: "
+                        "provenance); phantom: the 3D Shepp-Logan phantom (--shape); chest-ct: the held-out "
+                        "slab of the sample chest CT series (fetch it first with scripts/fetch_sample_data.py)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(24, 128, 128),
                    help="phantom size in voxels")
     p.add_argument("--views", type=int, default=8, help="sparse-view CT: number of views")
@@ -52,11 +57,18 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if args.data == "chest-ct":
+    data = args.data if args.data != "auto" else ("brain2" if args.task == "cs-mri" else "lung2")
+    if (data in ("chest-ct", "lung2")) == (args.task == "cs-mri") and data != "phantom":
+        from medrecon.errors import UserError
+        raise UserError(f"--data {data} is {'a CT' if data != 'brain2' else 'an MR'} volume; "
+                        f"it does not fit --task {args.task}")
+    if data in SHIPPED_DATA:
+        from importlib.resources import files
+
+        from medrecon.io import load_volume
+        volume = load_volume(str(files("medrecon") / "data" / SHIPPED_DATA[data]))
+    elif data == "chest-ct":
         from medrecon.datasets import chest_ct_slab
-        if args.task == "cs-mri":
-            from medrecon.errors import UserError
-            raise UserError("--data chest-ct is a CT series; use it with a CT task")
         volume = chest_ct_slab("test")
     else:
         contrast = "mr" if args.task == "cs-mri" else "ct"
@@ -72,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         methods.append("dds")
     results, volumes, seconds = {}, {}, {}
     for method in methods:
-        prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
+        prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
         settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
         start = time.perf_counter()
         recon = run_method(m, method, settings, device=device, progress=not args.quiet)
@@ -82,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"), out / f"{method}.nii.gz",
                     overwrite=args.overwrite)
     save_volume(volume, out / "reference.nii.gz", overwrite=args.overwrite)
-    print(f"{args.task} on {args.data} {reference.shape}, device {device}")
+    print(f"{args.task} on {data} {reference.shape}, device {device}")
     print(format_table(results))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    summary = {"task": args.task, "data": args.data, "shape": list(reference.shape), "data_range": data_range,
+    summary = {"task": args.task, "data": data, "shape": list(reference.shape), "data_range": data_range,
                "seconds": seconds, "metrics": results}
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n", overwrite=args.overwrite)
     try:
