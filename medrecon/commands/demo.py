@@ -1,4 +1,5 @@
-"""``medrecon demo``: simulate a task on an embedded phantom, reconstruct, print per-plane metrics."""
+"""``medrecon demo``: simulate a task on a shipped held-out volume (or a phantom), reconstruct with the
+classical baselines and DDS, print per-plane metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from medrecon.device import DEVICE_CHOICES
 
 NAME = "demo"
-HELP = ("Simulate a task on the built-in 3D Shepp-Logan phantom, reconstruct it with the classical "
-        "baselines and the diffusion sampler (dds, when a prior is available), print a PSNR/SSIM table "
+HELP = ("Simulate a task on a real volume shipped with medrecon (a chest CT slab for the CT tasks, a brain MR "
+        "for CS-MRI; both of subjects no shipped prior was trained on) or on the 3D Shepp-Logan phantom, "
+        "reconstruct it with the classical baselines and the diffusion sampler (dds), print a PSNR/SSIM table "
         "per plane and write volumes, metrics JSON and a tri-planar figure into --output.")
+SHIPPED_DATA = {"lung2": "lung2_slab.nii.gz", "brain2": "brain2_slab.nii.gz"}
 
 TASK_DEFAULTS = {
     "sparse-view-ct": {"methods": ("fbp", "tv"), "prior": "phantom"},
@@ -22,9 +25,11 @@ TASK_DEFAULTS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="sparse-view-ct", help="task to simulate")
-    p.add_argument("--data", choices=("phantom", "chest-ct"), default="phantom",
-                   help="phantom: the 3D Shepp-Logan phantom; chest-ct: the held-out slab of the sample chest "
-                        "CT series (fetch it first with scripts/fetch_sample_data.py)")
+    p.add_argument("--data", choices=("auto", "lung2", "brain2", "phantom", "chest-ct"), default="auto",
+                   help="auto: lung2 for the CT tasks, brain2 for CS-MRI; lung2 / brain2: slabs of a chest CT and "
+                        "a brain MR of held-out subjects, shipped inside the package (medrecon/data/*.json: "
+                        "provenance); phantom: the 3D Shepp-Logan phantom (--shape); chest-ct: the held-out "
+                        "slab of the sample chest CT series (fetch it first with scripts/fetch_sample_data.py)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(24, 128, 128),
                    help="phantom size in voxels")
     p.add_argument("--views", type=int, default=8, help="sparse-view CT: number of views")
@@ -41,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medrecon import phantoms
     from medrecon.device import resolve_device
+    from medrecon.errors import UserError
     from medrecon.io import save_volume
     from medrecon.io.jsonio import write_json
     from medrecon.io.outputs import OutputPlan
@@ -52,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     out = Path(args.output)
-    if args.data == "chest-ct" and args.task == "cs-mri":
-        from medrecon.errors import UserError
-        raise UserError("--data chest-ct is a CT series; use it with a CT task")
+    data = args.data if args.data != "auto" else ("brain2" if args.task == "cs-mri" else "lung2")
+    if (data in ("chest-ct", "lung2")) == (args.task == "cs-mri") and data != "phantom":
+        raise UserError(f"--data {data} is {'a CT' if data != 'brain2' else 'an MR'} volume; "
+                        f"it does not fit --task {args.task}")
     methods = list(TASK_DEFAULTS[args.task]["methods"])
     if not args.no_diffusion and "dds" in DIFFUSION:
         methods.append("dds")
@@ -64,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     files["metrics"] = plan.add_file(out / "metrics.json", f"--output {out}:")
     files["figure"] = plan.add_file(out / "comparison.png", f"--output {out}:")
     plan.check()
-    if args.data == "chest-ct":
+    if data in SHIPPED_DATA:
+        from importlib.resources import files as package_files
+
+        from medrecon.io import load_volume
+        volume = load_volume(str(package_files("medrecon") / "data" / SHIPPED_DATA[data]))
+    elif data == "chest-ct":
         from medrecon.datasets import chest_ct_slab
         volume = chest_ct_slab("test")
     else:
@@ -79,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                      mri=MRIOptions(acceleration=args.acceleration), device=device)
         for method in methods:
-            prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
+            prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
             settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
             start = time.perf_counter()
             recon = run_method(m, method, settings, device=device, progress=not args.quiet)
@@ -89,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
             save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"),
                         staged.path(files[method]))
         save_volume(volume, staged.path(files["reference"]))
-        summary = {"task": args.task, "data": args.data, "shape": list(reference.shape),
+        summary = {"task": args.task, "data": data, "shape": list(reference.shape),
                    "data_range": data_range, "seconds": seconds, "metrics": results}
         write_json(staged.path(files["metrics"]), summary)
         triplanar_figure({"reference": reference, **volumes}, staged.path(files["figure"]),
                          reference=reference, data_range=data_range)
-    print(f"{args.task} on {args.data} {reference.shape}, device {device}")
+    print(f"{args.task} on {data} {reference.shape}, device {device}")
     print(format_table(results))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     print(f"wrote volumes, metrics.json and comparison.png to {out}/")
