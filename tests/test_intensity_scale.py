@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from denoisers import mri_problem
-from medrecon.errors import UserError
+from medrecon.errors import DataError, UserError
 from medrecon.metrics import psnr
 from medrecon.samplers.intensity import mri_intensity, prior_map_for_measurement
 from medrecon.samplers.run import reconstruct
@@ -57,10 +57,14 @@ def test_normalised_prior_is_scale_free(problem, factor: float) -> None:
 
 
 def test_window_prior_depends_on_scale(problem) -> None:
-    """The control: a fixed-window card is not scale-free (what the normalisation fixes)."""
+    """The control: a fixed-window card is not scale-free (what the normalisation fixes): the
+    same data 1000 times larger no longer fit its window, and the run is refused rather than
+    returning a meaningless image (medrecon.samplers.run.check_prior_fit)."""
     _, _, truth, _, target = problem
     card = _card("window", target)
-    assert psnr(_run(problem, card, 1e3), truth, 1.0) < psnr(_run(problem, card, 1.0), truth, 1.0) - 3.0
+    assert psnr(_run(problem, card, 1.0), truth, 1.0) > 25.0
+    with pytest.raises(DataError, match="does not fit this measurement"):
+        _run(problem, card, 1e3)
 
 
 def test_normalised_card_needs_mri_data(problem) -> None:
