@@ -169,7 +169,7 @@ class _Phase:
 # --------------------------------------------------------------------------------------------
 def _json_normal(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists, ...), for comparisons."""
-    return json.loads(json.dumps(obj))
+    return json.loads(json_text(obj, indent=None))
 
 
 class StateStore:
