@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "medrecon-sampler-state/1"
 Tensors = dict[str, torch.Tensor]
+# ``trace(i, quantities)``: called inside step ``i`` (0-based) with that step's intermediate values
+# (names in each sampler's docstring; tensors are the sampler's own: read, do not modify).
+# For tests and debugging; it does not change the result.
+Trace = Callable[[int, dict[str, Any]], None]
 
 
 class SamplingInterrupted(UserError):
