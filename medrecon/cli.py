@@ -1,8 +1,11 @@
 """The ``medrecon`` command: one sub-command per module in :mod:`medrecon.commands`.
 
-Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+a module listed in :data:`COMMANDS` that is missing or incomplete is an error (a broken
+installation), never a silently shorter command list.
 Errors a user can fix (bad files, bad options) are raised as :class:`medrecon.errors.UserError`
-and printed as one clear line, never as a traceback.
+and printed as one clear line, never as a traceback: exit status 2. An interrupt exits 130,
+also when a sampler saved its state first (:class:`medrecon.errors.Interrupted`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,36 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from medrecon.errors import UserError
+from medrecon.errors import Interrupted, UserError
 
 COMMANDS = (
     "demo", "phantom", "simulate", "reconstruct", "evaluate", "info", "data",
     "train", "prior_eval", "prior",
 )
+COMMAND_API = ("NAME", "HELP", "add_arguments", "run")
+
+
+def load_command(module_name: str):
+    """The module ``medrecon.commands.<module_name>``, checked for the command API."""
+    try:
+        module = importlib.import_module(f"medrecon.commands.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"medrecon.commands.{module_name}":
+            raise
+        raise ImportError(f"medrecon: the command module medrecon.commands.{module_name} is "
+                          "missing; the installation is incomplete (reinstall medrecon)") from None
+    missing = [a for a in COMMAND_API if not hasattr(module, a)]
+    if missing:
+        raise ImportError(f"medrecon: the command module medrecon.commands.{module_name} lacks "
+                          f"{', '.join(missing)}")
+    return module
+
+
+def one_line(message: object) -> str:
+    """A message on one line: a library's multi-line text (e.g. a YAML error with its source
+    excerpt and caret) joined with spaces; caret-only lines dropped."""
+    parts = [p.strip() for p in str(message).splitlines()]
+    return " ".join(p for p in parts if p and set(p) != {"^"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS:
-        try:
-            module = importlib.import_module(f"medrecon.commands.{module_name}")
-        except ModuleNotFoundError as exc:  # a command whose module has not landed yet
-            if exc.name == f"medrecon.commands.{module_name}":
-                continue
-            raise
+        module = load_command(module_name)
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(cmd)
@@ -50,8 +72,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args) or 0)
+    except Interrupted as exc:
+        print(f"medrecon {args.command}: interrupted: {one_line(exc)}", file=sys.stderr)
+        return 130
     except UserError as exc:
-        print(f"medrecon {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medrecon {args.command}: interrupted", file=sys.stderr)

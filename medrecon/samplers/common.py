@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from medrecon.errors import DataError, UserError
+from medrecon.errors import DataError, Interrupted, UserError
 from medrecon.io.atomic import atomic_path
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
@@ -44,7 +44,7 @@ Tensors = dict[str, torch.Tensor]
 Trace = Callable[[int, dict[str, Any]], None]
 
 
-class SamplingInterrupted(UserError):
+class SamplingInterrupted(Interrupted):
     """SIGINT/SIGTERM arrived during sampling; the state was saved and the run can be resumed."""
 
 
