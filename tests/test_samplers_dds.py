@@ -212,5 +212,8 @@ def test_reconstruct_warm_starts_from_admm_tv(ct) -> None:
     start = warm_start_image(op, y, None)
     assert psnr(start, truth, 1.0) > 25.0                 # the ADMM-TV start itself
     assert torch.equal(got.x, dds(op, y, den, cfg, seed=2, x_init=start).x)
-    post = reconstruct("dds", op, y, den, None, cfg, seed=2, samples=2)
-    assert post.std is not None and float(post.std.max()) > 0
+    post = reconstruct("dds", op, y, den, None, cfg, seed=2, samples=2)   # seeds 2 and 3
+    other = dds(op, y, den, cfg, seed=3, x_init=start).x
+    assert torch.allclose(post.x, (got.x + other) / 2, atol=1e-6)
+    assert torch.allclose(post.std, (got.x - other).abs() / 2 ** 0.5, atol=1e-6)   # K - 1 = 1
+    assert float(post.std.mean()) > 1e-3
