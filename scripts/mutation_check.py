@@ -31,9 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLER_TESTS = ("tests/test_sampler_trajectories.py", "tests/test_samplers_dds.py",
-                 "tests/test_samplers_mbir.py", "tests/test_samplers_posterior.py")
+                 "tests/test_samplers_mbir.py", "tests/test_samplers_posterior.py",
+                 "tests/test_sampler_resume.py", "tests/test_samplers_published.py")
 SOLVER_TESTS = ("tests/test_solvers.py", "tests/test_operator_contract.py") + SAMPLER_TESTS
 DICOM_TESTS = ("tests/test_dicom_reader.py", "tests/test_dicom_bundled.py")
+CT_TESTS = ("tests/test_ct.py", "tests/test_operator_contract.py")
+CLI_TESTS = ("tests/test_cli_paths.py",)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,45 @@ MUTATIONS = [
              "return AdmmWeights(lam_rel * norm_sq, rho_rel * norm_sq, gamma, norm_sq)",
              "return AdmmWeights(lam_rel * norm_sq, rho_rel, gamma, norm_sq)", SAMPLER_TESTS,
              "rho not scaled by ||A||^2"),
+    Mutation("dds-sigma-floor", "medrecon/samplers/dds.py",
+             "x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)",
+             "x0r = prior_chunked(denoiser, xr, sigma, cfg.chunk)", SAMPLER_TESTS,
+             "the prior is queried below its sigma_min"),
+    Mutation("dds-2d-dc-one-system", "medrecon/samplers/dds.py",
+             "batched=True), {}", "batched=False), {}", SAMPLER_TESTS,
+             "2D data consistency: one CG for all slices instead of one per slice"),
+    Mutation("vp-sigma", "medrecon/samplers/schedules.py",
+             "return math.sqrt((1.0 - alpha_bar) / alpha_bar)", "return math.sqrt(1.0 - alpha_bar)",
+             SAMPLER_TESTS + ("tests/test_samplers_schedules.py",), "VE level without 1 / abar"),
+    Mutation("mbir-last-step-noise", "medrecon/samplers/mbir.py",
+             "if not final:\n            x_p = x_p", "if True:\n            x_p = x_p", SAMPLER_TESTS,
+             "the last predictor step adds noise"),
+    Mutation("langevin-noise-scale", "medrecon/samplers/mbir.py",
+             "x_c = x_c + torch.sqrt(2.0 * e) * zc", "x_c = x_c + torch.sqrt(e) * zc", SAMPLER_TESTS,
+             "Langevin noise sqrt(e) instead of sqrt(2 e)"),
+    Mutation("admm-threshold", "medrecon/solvers/admm.py",
+             "z = soft_threshold(dx + state.u, self.lam / self.rho)",
+             "z = soft_threshold(dx + state.u, self.lam)", SOLVER_TESTS,
+             "soft threshold lambda instead of lambda / rho"),
+    Mutation("posterior-std-biased", "medrecon/samplers/posterior.py",
+             "std = torch.sqrt(m2.clamp_min(0) / (samples - 1))",
+             "std = torch.sqrt(m2.clamp_min(0) / samples)", SAMPLER_TESTS,
+             "posterior std divided by K instead of K - 1"),
+    Mutation("dicom-per-frame-intercept", "medrecon/io/dicom_reader.py",
+             'icpt = get("PixelValueTransformationSequence", "RescaleIntercept")',
+             'icpt = _first(shared, "PixelValueTransformationSequence", "RescaleIntercept")',
+             DICOM_TESTS, "an enhanced multi-frame file's per-frame intercept is ignored"),
+    Mutation("astra-pixel-size", "medrecon/physics/ct.py",
+             "ny, nx = geometry.image_shape\n    hx, hy = nx * geometry.pixel_size / 2, ny * geometry.pixel_size / 2",
+             "ny, nx = geometry.image_shape\n    hx, hy = nx / 2, ny / 2", CT_TESTS,
+             "ASTRA volume geometry ignores the pixel size"),
+    Mutation("cli-multi-line-errors", "medrecon/cli.py",
+             'print(f"medrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)',
+             'print(f"medrecon {args.command}: error: {exc}", file=sys.stderr)', CLI_TESTS,
+             "the CLI prints a library's multi-line message"),
+    Mutation("cli-interrupt-exit-2", "medrecon/cli.py",
+             "return 130\n    except UserError", "return 2\n    except UserError", CLI_TESTS,
+             "an interrupted sampler exits 2"),
 ]
 
 

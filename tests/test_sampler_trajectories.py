@@ -189,3 +189,18 @@ def test_mbir_trajectory_matches_published_equations(name: str) -> None:
     assert sig == pytest.approx([20.0 * (0.01 / 20.0) ** (i / 5) for i in range(6)], rel=1e-12)
     want = final if settings["final_dc"] else ref[-1]["x_next"]
     assert rel(result.x, want) < tol
+
+
+def test_dds_never_queries_the_prior_below_its_sigma_min() -> None:
+    """At the last timestep (sigma 0.01) a prior trained down to 0.05 is asked at 0.05; eps still
+    divides by the step's own sigma: ``eps = (x - D(x, 0.05)) / 0.01``."""
+    op, y, _, _ = _problem("ct64")
+    prior = RecordingWiener(0.5 * smooth_template(N), smooth_power_spectrum(N, corr=2.0),
+                            sigma_min=0.05)
+    _, trace = _run_dds(op, y, prior, seed=2, steps=5, tv_z=False)
+    _, asked = prior.recorded_inputs(Z)
+    assert [float(s[0]) for s in asked] == pytest.approx(
+        [max(t["sigma"], 0.05) for t in trace], rel=1e-6)
+    assert trace[-1]["sigma"] < 0.05 and float(asked[-1][0]) == pytest.approx(0.05)
+    last = trace[-1]
+    assert rel(last["eps"], (last["x"] - last["x0_hat"]) / last["sigma"]) < 1e-12
