@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from medrecon.device import resolve_device
-    from medrecon.io.atomic import write_text_atomic
+    from medrecon.provenance import provenance, write_json
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
@@ -78,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         result = {"prior": prior.card["name"], "data": args.data, "slices": int(len(slices)),
                   "seed": args.seed, "denoising": rows}
-        write_text_atomic(out / "prior_eval.json", json.dumps(result, indent=2) + "\n", overwrite=True)
+        prov = provenance(device=device, seed=args.seed, prior=args.prior,
+                          inputs=[d for d in args.data if Path(d).exists()],
+                          command=getattr(args, "command_line", None))
+        write_json(out / "prior_eval.json", result, prov, overwrite=True)
         if args.samples > 0:
             samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
             samples_figure(samples.clamp(0, 1), slices[: args.samples],
