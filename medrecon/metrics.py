@@ -10,11 +10,12 @@ left out of the plane average: their PSNR says nothing about the object and woul
 
 The convention (one for every command, script and benchmark; :func:`convention_for`)
 ---------------------------------------------------------------------------------------
-- CT: the values in the volume's units (HU for DICOM), data range = the width of the prior's HU
-  window, or of the default window [-1000, 1000] HU (2000 HU) without a prior; values are not
-  clipped. In medrecon's working units (that window mapped to [0, 1]) this is data range 1.
-- MR (and any other real or complex data): the magnitude, data range = the 99.9th percentile
-  of the reference's magnitude, i.e. PSNR of both magnitudes normalised by it, on [0, 1].
+- CT: both volumes mapped through the prior's HU window, or the default window [-1000, 1000] HU
+  without a prior, to ``(x - lo) / (hi - lo)`` (not clipped), data range 1: PSNR equals PSNR in HU
+  with data range = the window's width (2000 HU), and SSIM is the same whether the volumes are in
+  HU, 1/mm or medrecon's working units (SSIM is not shift-invariant, so the window fixes the zero).
+- MR (and any other real or complex data): the magnitude normalised by the 99.9th percentile of
+  the reference's magnitude, data range 1.
 - Optional body mask (:func:`body_mask`): PSNR and SSIM averaged over the voxels inside the
   object only, so that the air around it does not inflate the numbers.
 Every metrics JSON states the convention it used (:func:`score` adds it).
@@ -174,14 +175,30 @@ class Convention:
     window_hu: Optional[tuple[float, float]] = None   # CT: the same window in HU
     source: str = ""                                   # where the window came from
 
+    def normalise(self, x: ArrayLike) -> np.ndarray:
+        """The scored quantity: CT ``(x - lo) / (hi - lo)``; magnitude ``|x| / data_range``;
+        explicit: ``x`` as it is (scored with ``data_range``)."""
+        a = _as_numpy(x)
+        if self.kind == "ct-window":
+            return (a - self.window[0]) / self.data_range
+        if self.kind == "magnitude":
+            return a / self.data_range
+        return a
+
+    @property
+    def scored_range(self) -> float:
+        """The data range of :meth:`normalise`'s output."""
+        return self.data_range if self.kind == "explicit" else 1.0
+
     def describe(self) -> str:
         if self.kind == "ct-window":
-            return (f"CT values in {self.units}, data range {self.data_range:g} {self.units} = width of the "
-                    f"HU window [{self.window_hu[0]:g}, {self.window_hu[1]:g}] ({self.source}); not clipped")
+            return (f"CT: {self.units} values mapped through the HU window [{self.window_hu[0]:g}, "
+                    f"{self.window_hu[1]:g}] ({self.source}) to [0, 1], not clipped; data range 1 = "
+                    f"{self.data_range:g} {self.units}")
         if self.kind == "magnitude":
-            return (f"magnitude, data range {self.data_range:.6g} {self.units} = {MR_PERCENTILE:g}th percentile "
-                    f"of the reference's magnitude (both normalised by it, range 1)")
-        return f"data range {self.data_range:g} {self.units} ({self.source or 'given explicitly'})"
+            return (f"magnitude normalised by the reference's {MR_PERCENTILE:g}th percentile "
+                    f"({self.data_range:.6g} {self.units}); data range 1")
+        return f"{self.units} values, data range {self.data_range:g} {self.units} ({self.source or 'given explicitly'})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -298,7 +315,8 @@ def body_mask(reference: ArrayLike, convention: Convention) -> np.ndarray:
 def score(x: ArrayLike, ref: ArrayLike, convention: Convention, mask: Optional[ArrayLike] = None) -> dict:
     """:func:`volume_metrics` under ``convention`` (inside ``mask`` when given), with the
     convention and the mask stated: the block every metrics JSON carries."""
-    result = volume_metrics(x, ref, convention.data_range, mask)
+    result = volume_metrics(convention.normalise(x), convention.normalise(ref), convention.scored_range, mask)
+    result["data_range"] = convention.data_range  # in the volumes' units
     result["convention"] = convention.to_dict()
     if mask is not None:
         m = np.asarray(mask, bool)

@@ -98,12 +98,12 @@ def version_line() -> str:
 
 
 def command_line(argv: Optional[Sequence[str]] = None, program: str = "medrecon") -> str:
-    """The command line as a shell would take it: ``program`` and the quoted arguments
-    (default: this process's ``sys.argv``)."""
+    """The command line as a shell would take it: ``program`` (as given, e.g. ``"python
+    scripts/x.py"``) and the quoted arguments (default: this process's ``sys.argv``)."""
     if argv is None:
-        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else program
-        return shlex.join([prog, *sys.argv[1:]])
-    return shlex.join([program, *argv])
+        program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else program
+        argv = sys.argv[1:]
+    return " ".join([program, *(shlex.quote(str(a)) for a in argv)])
 
 
 def provenance(*, device: Any = None, seed: Optional[int] = None,

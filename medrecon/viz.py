@@ -119,7 +119,7 @@ def nice_ceil(value: float) -> float:
         return 1.0
     power = 10.0 ** math.floor(math.log10(value))
     for step in (1.0, 2.0, 5.0, 10.0):
-        if step * power >= value * (1 - 1e-9):
+        if step * power >= value * (1 - 1e-4):  # float32 round-off
             return step * power
     return 10.0 * power
 
@@ -200,8 +200,9 @@ def comparison_figure(reference: Any, recons: Mapping[str, Any], display: Displa
         if convention is None:
             return ""
         m = None if mask is None else _cut(np.asarray(mask, bool), plane, index_of[plane])
-        p = psnr(a, b, convention.data_range, m)
-        s = ssim(a, b, convention.data_range, m)
+        a, b = convention.normalise(a), convention.normalise(b)
+        p = psnr(a, b, convention.scored_range, m)
+        s = ssim(a, b, convention.scored_range, m)
         return f"\nPSNR {p:.2f} dB, SSIM {s:.3f}"
 
     image = None
