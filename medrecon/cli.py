@@ -42,14 +42,24 @@ def _add_logging_options(parser: argparse.ArgumentParser, default: object) -> No
     parser.add_argument("--verbose", action="store_true", default=default, help="debug logging")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from medrecon.provenance import version_line
+class _VersionAction(argparse.Action):
+    """``--version``: the versions are looked up (git, torch) only when asked for."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from medrecon.provenance import version_line
+        print(version_line())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medrecon", formatter_class=HelpFormatter,
         description="3D reconstruction for sparse-view CT, limited-angle CT and multi-coil "
                     "CS-MRI with 2D diffusion priors and TV along z.")
-    parser.add_argument("--version", action="version", version=version_line(),
+    parser.add_argument("--version", action=_VersionAction,
                         help="print the medrecon, git, torch and Python versions and exit")
     _add_logging_options(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -96,16 +96,11 @@ def write_html_report(path: str | os.PathLike, overwrite: bool = False, **kwargs
 
 
 def figure_png_bytes(fig: Any, dpi: int = 110) -> bytes:
-    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    """A matplotlib figure as PNG bytes."""
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, dpi=dpi, format="png")
     return buf.getvalue()
 
 

@@ -11,7 +11,10 @@ sagittal centre slices (or chosen slices), then the signed error ``recon - refer
   scale for every panel, stated on the colour bar (the 99th percentile of ``|error|`` over the
   shown slices, rounded up to 1, 2 or 5 times a power of ten).
 - Panels keep their physical aspect (voxel spacing): row heights and column widths are in mm, so
-  a 24-slice slab is as wide as its axial slice and as tall as it is thick.
+  a 24-slice slab is as wide as its axial slice and as tall as it is thick. A slab thinner than
+  a quarter of its width is stretched along z by an integer factor, stated on every such panel.
+- With the volumes' affine, panels are in the radiological orientation (anterior up, the
+  patient's left on the right of the image, the head up).
 - Every panel names its plane and slice index; every reconstruction panel states the PSNR/SSIM of
   that slice under the metrics convention (:mod:`medrecon.metrics`).
 """
@@ -34,6 +37,8 @@ CT_WINDOWS_HU = {
 }
 WINDOW_CHOICES = ("prior", *CT_WINDOWS_HU)
 PLANES = ("axial", "coronal", "sagittal")
+MIN_ASPECT = 0.25
+"""Coronal and sagittal panels thinner than this (height / width) are stretched along z (stated)."""
 
 
 @dataclass(frozen=True)
@@ -139,23 +144,28 @@ def _extent_mm(shape: Sequence[int], spacing: Sequence[float], plane: str) -> tu
 def comparison_figure(reference: Any, recons: Mapping[str, Any], display: Display,
                       spacing: Sequence[float] = (1.0, 1.0, 1.0), convention: Any = None,
                       mask: Optional[np.ndarray] = None, slices: Optional[Sequence[int]] = None,
-                      z_up: bool = True, title: str = "", column_inches: float = 3.4):
+                      affine: Optional[np.ndarray] = None, title: str = "", column_inches: float = 3.4,
+                      min_aspect: float = MIN_ASPECT):
     """The figure of the module docstring (a matplotlib Figure; nothing is written).
 
-    reference: ``[Z, Y, X]``; recons: name -> ``[Z, Y, X]``; spacing: ``(dz, dy, dx)`` mm;
-    convention: a :class:`medrecon.metrics.Convention` for the per-slice PSNR/SSIM (none: not
-    stated); mask: the metrics' body mask; slices: ``(z, y, x)`` indices (default: centres);
-    z_up: slice index z runs towards the head (coronal and sagittal shown with z upwards).
+    reference: ``[Z, Y, X]`` (None: no error maps, no metrics); recons: name -> ``[Z, Y, X]``;
+    spacing: ``(dz, dy, dx)`` mm; convention: a :class:`medrecon.metrics.Convention` for the
+    per-slice PSNR/SSIM (None: not stated); mask: the metrics' body mask; slices: ``(z, y, x)``
+    indices (default: centres); affine: the volumes' affine (index -> LPS); when given, the
+    volumes are shown in the radiological orientation (:func:`medrecon.volume.reslice_axial`:
+    anterior up, patient left on the right, head up) and ``spacing`` is taken from it.
+    min_aspect: a slab thinner than this fraction of its width is stretched along z by the
+    smallest integer factor that reaches it, and every such panel says so ("z x4").
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import colors
+    from matplotlib.figure import Figure
 
     from medrecon.metrics import psnr, ssim
 
     vols = {name: display.prepare(v) for name, v in recons.items()}
     ref = display.prepare(reference) if reference is not None else None
+    if affine is not None:
+        ref, vols, mask, spacing = _radiological(ref, vols, mask, affine)
     first = ref if ref is not None else next(iter(vols.values()), None)
     if first is None or first.ndim != 3:
         raise ValueError("need a [Z, Y, X] reference or reconstruction to show")
@@ -168,7 +178,9 @@ def comparison_figure(reference: Any, recons: Mapping[str, Any], display: Displa
     axis_name = {"axial": "z", "coronal": "y", "sagittal": "x"}
     extents = {p: _extent_mm(shape, spacing, p) for p in PLANES}
     col_mm = max(extents["axial"][0], extents["sagittal"][0])
-    heights = [extents[p][1] for p in PLANES]
+    thinnest = min(extents[p][1] / extents[p][0] for p in ("coronal", "sagittal"))
+    stretch = 1 if thinnest >= min_aspect else int(math.ceil(min_aspect / thinnest))
+    heights = [extents["axial"][1]] + [stretch * extents[p][1] for p in ("coronal", "sagittal")]
     errors = {} if ref is None else {
         name: {p: _cut(v, p, index_of[p]) - _cut(ref, p, index_of[p]) for p in PLANES} for name, v in vols.items()}
     shown = [e for per in errors.values() for e in per.values()]
@@ -183,18 +195,19 @@ def comparison_figure(reference: Any, recons: Mapping[str, Any], display: Displa
     title_pad = 0.55  # inches per row for the panel titles
     fig_h = inch_per_mm * sum(row_mm) + title_pad * len(rows) + (0.5 if title else 0.2)
     fig_w = column_inches * n_cols + 1.3
-    fig = plt.figure(figsize=(fig_w, fig_h), layout="constrained")
+    fig = Figure(figsize=(fig_w, fig_h), layout="constrained")  # no pyplot: no backend, no global state
     gs = fig.add_gridspec(len(rows), n_cols + 1, height_ratios=row_mm,
                           width_ratios=[col_mm] * n_cols + [0.07 * col_mm])
     grey = dict(cmap="gray", vmin=display.lo, vmax=display.hi, interpolation="nearest")
     diverging = dict(cmap="RdBu_r", norm=colors.Normalize(-err_scale, err_scale), interpolation="nearest")
-    origin = {"axial": "upper", "coronal": "lower" if z_up else "upper", "sagittal": "lower" if z_up else "upper"}
+    origin = {"axial": "upper", "coronal": "lower", "sagittal": "lower"}  # z towards the head: up
     dz, dy, dx = spacing
-    aspect = {"axial": dy / dx, "coronal": dz / dx, "sagittal": dz / dy}
+    aspect = {"axial": dy / dx, "coronal": stretch * dz / dx, "sagittal": stretch * dz / dy}
     n_slices = {"axial": shape[0], "coronal": shape[1], "sagittal": shape[2]}
 
     def where(plane: str) -> str:
-        return f"{plane} {axis_name[plane]}={index_of[plane]}/{n_slices[plane]}"
+        text = f"{plane} {axis_name[plane]}={index_of[plane]}/{n_slices[plane]}"
+        return text + (f" (z x{stretch})" if stretch > 1 and plane != "axial" else "")
 
     def slice_metrics(a: np.ndarray, b: np.ndarray, plane: str) -> str:
         if convention is None:
@@ -253,6 +266,26 @@ def comparison_figure(reference: Any, recons: Mapping[str, Any], display: Displa
     return fig
 
 
+def _radiological(ref: Optional[np.ndarray], vols: dict, mask: Optional[np.ndarray], affine: np.ndarray):
+    """Reorder (permutations and flips only) every volume so that z runs to the head, y to the
+    back and x to the patient's left; returns the arrays, the mask and the new spacing."""
+    from medrecon.volume import Volume, reslice_axial
+
+    affine = np.asarray(affine, float)
+    spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    turned: dict = {}
+
+    def turn(a: np.ndarray) -> np.ndarray:
+        volume = reslice_axial(Volume(array=np.asarray(a, np.float32), spacing=spacing, affine=affine))
+        turned["spacing"] = volume.spacing
+        return volume.array
+
+    ref = None if ref is None else turn(ref)
+    vols = {k: turn(v) for k, v in vols.items()}
+    mask = None if mask is None else turn(np.asarray(mask, np.float32)) > 0.5
+    return ref, vols, mask, turned.get("spacing", spacing)
+
+
 def _mark_cuts(ax: Any, plane: str, index_of: Mapping[str, int]) -> None:
     """Dashed lines on a reference panel where the other two planes cut it."""
     style = dict(color="yellow", lw=0.6, ls="--", alpha=0.7)
@@ -278,14 +311,9 @@ def triplanar_figure(reference: Any, recons: Mapping[str, Any], path: str | Path
                      **kwargs: Any) -> Path:
     """Write :func:`comparison_figure` as a PNG, atomically (refuses an existing file unless
     ``overwrite``)."""
-    import matplotlib.pyplot as plt
-
     fig = comparison_figure(reference, recons, display, spacing, convention, mask, **kwargs)
-    try:
-        with atomic_path(path, overwrite=overwrite, what="figure") as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(path, overwrite=overwrite, what="figure") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return Path(path)
 
 

@@ -10,7 +10,7 @@ never downloads anything), its SHA-256 is checked, the files are extracted into
 ROOT/chest-ct and ROOT/brain-mri (ROOT = --root, $MEDRECON_DATA or ~/.cache/medrecon) and the
 data manifest is verified. Existing verified files are left alone.
 
-    python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri]
+    .venv/bin/python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri]
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
         display = measurement_display(m, reference, args.figure_window, card)
         png = figure_png_bytes(comparison_figure(reference, volumes, display, volume.spacing, convention, mask,
-                                                 z_up=volume.affine[2, 0] >= 0,
+                                                 affine=volume.affine,
                                                  title=f"{args.task} on {args.study}"))
         with atomic_path(out / "comparison.png", overwrite=args.overwrite, what="figure") as tmp:
             tmp.write_bytes(png)

@@ -135,3 +135,28 @@ def test_a_mask_stops_air_from_inflating_the_metrics() -> None:
     assert whole["psnr"] > masked["psnr"] + 5 and masked["ssim"] < whole["ssim"]
     assert masked["mask"]["voxels"] == 6 * int(inside.sum()) and whole["mask"] is None
     assert masked["planes"]["axial"]["psnr"] == pytest.approx(masked["psnr"], abs=1e-6)
+
+
+def test_working_unit_scores_of_the_benchmarks_equal_the_convention() -> None:
+    """benchmarks/diffusion.py scores working-unit volumes with data range 1; for CT in HU and MR
+    in any scale that is exactly the convention applied in the volume's own units."""
+    from medrecon.methods import run_method
+    from medrecon.phantoms import shepp_logan_3d
+    from medrecon.tasks import CTOptions, MRIOptions, simulate, to_volume_units
+    from medrecon.volume import Volume
+
+    hu = 2000.0 * shepp_logan_3d((4, 32, 32)) - 1000.0
+    m = simulate(Volume.from_array(hu, modality="CT", units="HU"), "sparse-view-ct", ct=CTOptions(views=12))
+    w = run_method(m, "fbp")
+    ours = score(to_volume_units(w, m), hu, measurement_convention(m, hu))
+    bench = volume_metrics(w.numpy(), (hu + 1000.0) / 2000.0, 1.0)
+    assert ours["psnr"] == pytest.approx(bench["psnr"], abs=1e-6)
+    assert ours["ssim"] == pytest.approx(bench["ssim"], abs=1e-6)
+
+    mr = 230.0 * shepp_logan_3d((4, 32, 32), contrast="mr")
+    m = simulate(Volume.from_array(mr, modality="MR"), "cs-mri", mri=MRIOptions(acceleration=2.0, coils=2))
+    w = run_method(m, "zero-filled")
+    ours = score(to_volume_units(w, m), mr, measurement_convention(m, mr))
+    bench = volume_metrics(w.abs().numpy(), mr / float(m.attrs["scale"]), 1.0)
+    assert ours["psnr"] == pytest.approx(bench["psnr"], abs=1e-5)
+    assert ours["ssim"] == pytest.approx(bench["ssim"], abs=1e-5)

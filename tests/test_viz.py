@@ -118,3 +118,37 @@ def test_figure_file_and_convention_in_the_note(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(Exception, match="already exists"):
         triplanar_figure(ref, {"fbp": ref}, tmp_path / "f.png", ct_display("HU"))
+
+
+def test_a_thin_slab_is_stretched_along_z_and_says_so() -> None:
+    import matplotlib.pyplot as plt
+
+    ref = _ct_volume((4, 40, 40))   # 4 mm thick, 40 mm wide: 0.1 < 0.25
+    fig = comparison_figure(ref, {"tv": ref}, ct_display("HU"), (1.0, 1.0, 1.0))
+    try:
+        axes = _axes(fig)
+        assert axes["tv/coronal"].get_aspect() == pytest.approx(3.0)   # ceil(0.25 / 0.1)
+        assert "(z x3)" in axes["tv/coronal"].get_title() and "(z x3)" not in axes["tv/axial"].get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_an_affine_gives_the_radiological_orientation() -> None:
+    """A volume stored with x towards the right and y towards the front (RAS-like index axes) is
+    shown like one stored in LPS order: the same picture."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(1)
+    lps = rng.random((6, 10, 12)).astype(np.float32)
+    flipped = lps[:, ::-1, ::-1].copy()
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[1, 1], affine[0, 2], affine[3, 3] = 1.0, -1.0, -1.0, 1.0   # z->S, y->A, x->R
+    display = data_display(lps, "a.u.")
+    figs = [comparison_figure(lps, {}, display), comparison_figure(flipped, {}, display, affine=affine)]
+    try:
+        for plane in ("axial", "coronal", "sagittal"):
+            a, b = (np.asarray(_axes(f)[f"reference/{plane}"].get_images()[0].get_array()) for f in figs)
+            np.testing.assert_array_equal(a, b)
+    finally:
+        for f in figs:
+            plt.close(f)

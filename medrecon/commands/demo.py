@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "metrics.json", summary, prov, overwrite=args.overwrite)
     display = measurement_display(m, reference, "prior", card)
     fig = comparison_figure(reference, volumes, display, volume.spacing, convention, mask,
-                            z_up=volume.affine[2, 0] >= 0,
+                            affine=volume.affine,
                             title=f"medrecon demo: {args.task} on {args.data} {reference.shape}")
     png = figure_png_bytes(fig)
     with atomic_path(out / "comparison.png", overwrite=args.overwrite, what="figure") as tmp:

@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                    overwrite=args.overwrite)
         if args.figure or args.report:
             figure_png = _comparison(m, args, settings, card, device, array, reference, convention, mask,
-                                     spacing=tuple(out.spacing), z_up=out.affine[2, 0] >= 0, results=results)
+                                     spacing=tuple(out.spacing), affine=out.affine, results=results)
             if args.figure:
                 from medrecon.io.atomic import atomic_path
                 with atomic_path(stem + ".png", overwrite=args.overwrite, what="figure") as tmp:
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _comparison(m, args, settings, card, device, array, reference, convention, mask, spacing, z_up,
+def _comparison(m, args, settings, card, device, array, reference, convention, mask, spacing, affine,
                 results) -> bytes:
     """The figure's PNG: the reference, FBP (or zero-filled), ADMM-TV and this reconstruction.
     Adds the baselines' metrics to ``results`` (shown in the report's table)."""
@@ -209,7 +209,7 @@ def _comparison(m, args, settings, card, device, array, reference, convention, m
     recons[args.method] = array
     results[args.method] = results.pop(args.method)  # this run's row last
     display = measurement_display(m, reference, args.figure_window, card)
-    fig = comparison_figure(reference, recons, display, spacing, convention, mask, z_up=z_up,
+    fig = comparison_figure(reference, recons, display, spacing, convention, mask, affine=affine,
                             title=f"{m.task}: {args.method} vs {', '.join(n for n in recons if n != args.method)}"
                                   f" ({args.input})")
     return figure_png_bytes(fig)
