@@ -70,7 +70,8 @@ def runs(tmp_path_factory) -> Path:
                  "7", "--set", "steps=2", "--output", str(d / "dds.nii.gz"), "--quiet"]) == 0
     assert main(["evaluate", "--reference", str(ph), "--recon", str(d / "fbp.nii.gz"),
                  "--json", str(d / "eval.json")]) == 0
-    assert main(["--quiet", "demo", "--no-diffusion", "--shape", "4", "32", "32", "--output", str(d / "demo")]) == 0
+    assert main(["--quiet", "demo", "--data", "phantom", "--no-diffusion", "--shape", "4", "32", "32", "--output",
+                 str(d / "demo")]) == 0
     assert main(["prior-eval", "phantom", "--data", "phantoms", "--slices", "2", "--sigmas", "0.1",
                  "--samples", "0", "--output", str(d / "eval-prior"), "--device", "cpu"]) == 0
     from published_fixtures import DATA, tiny_config
