@@ -70,9 +70,18 @@ def test_dds_resume_after_sigint_is_exact(problem, request, tmp_path: Path) -> N
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(SamplingInterrupted, match="after step 3/6"):
-        dds(op, y, den, state_dir=tmp_path, callback=interrupt, **kw)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Independent of the handler this process inherited (a background job starts with SIGINT
+    # ignored): install a known one, check the sampler restores exactly it, then put back the old.
+    def outer(signum, frame):
+        raise AssertionError("the sampler's own handler should have taken this SIGINT")
+
+    inherited = signal.signal(signal.SIGINT, outer)
+    try:
+        with pytest.raises(SamplingInterrupted, match="after step 3/6"):
+            dds(op, y, den, state_dir=tmp_path, callback=interrupt, **kw)
+        assert signal.getsignal(signal.SIGINT) is outer
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     resumed = dds(op, y, den, state_dir=tmp_path, resume=True, **kw)
     assert resumed.info["resumed_from"] == 3
     assert torch.equal(resumed.x, full)

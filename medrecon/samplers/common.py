@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.errors import DataError, Interrupted, UserError
 from medrecon.io.atomic import atomic_path

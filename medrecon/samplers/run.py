@@ -51,7 +51,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         raise UserError(f"samples must be a positive integer, got {samples!r}")
     task = getattr(measurement, "task", None)
     cfg = config if config is not None else config_for_task(method, task)
-    imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None))
+    imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None), op, y)
             if measurement is not None else IntensityMap(0.0, 1.0))
     y_p = imap.data_to_prior(op, y)
     cfg = with_overrides(cfg, **overrides)
@@ -62,7 +62,8 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
         t0 = time.perf_counter()
-        common["x_init"] = imap.image_to_prior(warm_start_image(op, y, task, progress))
+        # in prior units, where the TV weights' convention (images in a [0, 1] window) holds
+        common["x_init"] = warm_start_image(op, y_p, task, progress)
         warm_seconds = time.perf_counter() - t0
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
@@ -79,7 +80,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
 def warm_start_image(op: LinearOperator, y: torch.Tensor, task: Optional[str],
                      progress: bool = False) -> torch.Tensor:
     """The start of a warm-started DDS run (``start_sigma > 0``): ADMM-TV with the task's
-    default settings (:class:`medrecon.config.TVSettings`), ``[Z, Y, X]`` in working units."""
+    default settings (:class:`medrecon.config.TVSettings`), ``[Z, Y, X]`` in the units of ``y``."""
     from medrecon.config import make_settings
     from medrecon.methods import tv_reconstruction
 
