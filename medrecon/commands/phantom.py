@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from medrecon.errors import UserError
 
@@ -35,9 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
-    if min(args.shape) < 1 or not all(s > 0 and s < float("inf") for s in args.spacing):
-        raise UserError(f"--shape {list(args.shape)} and --spacing {list(args.spacing)} must be "
-                        f"positive")
+    if min(args.shape) < 1:
+        raise UserError(f"--shape {' '.join(map(str, args.shape))}: expected three positive sizes")
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise UserError(f"--spacing {' '.join(map(str, args.spacing))}: expected three positive "
+                        "voxel sizes in mm")
     require_memory(float(args.shape[0]) * args.shape[1] * args.shape[2] * 4 * 8,
                    f"a {' x '.join(map(str, args.shape))} phantom")
     plan = OutputPlan(overwrite=args.overwrite)

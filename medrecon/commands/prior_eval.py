@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from medrecon.device import resolve_device
+    from medrecon.provenance import provenance, write_json
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
-    from medrecon.io.jsonio import write_json
     from medrecon.io.outputs import OutputPlan
 
     plan = OutputPlan(overwrite=True)  # a results folder: its two files are replaced
@@ -88,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['sigma']:6.3f} {r['noisy_psnr']:7.2f} {r['prior_psnr']:7.2f} {r['tv_psnr']:8.2f} "
               f"{r['tv_weight']:9.4f} {r['gain_over_tv_db']:+6.2f}")
     if args.output:
+        prov = provenance(device=device, seed=args.seed, prior=args.prior,
+                          inputs=[d for d in args.data if Path(d).exists()],
+                          command=getattr(args, "command_line", None))
         with plan.open() as staged:
             result = {"prior": prior.card["name"], "data": args.data, "slices": int(len(slices)),
                       "seed": args.seed, "denoising": rows}
-            write_json(staged.path(outputs["json"]), result)
+            write_json(staged.path(outputs["json"]), result, prov)
             if args.samples > 0:
                 samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
                 samples_figure(samples.clamp(0, 1), slices[: args.samples], staged.path(outputs["png"]),

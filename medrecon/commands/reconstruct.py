@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
+from medrecon.viz import WINDOW_CHOICES
 
 NAME = "reconstruct"
 HELP = ("Reconstruct MEAS.h5 (from `medrecon simulate`, or a fastMRI-style k-space file) and write a NIfTI "
@@ -32,8 +33,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=None, help="diffusion methods: steps between saved states")
     p.add_argument("--resume", action="store_true", help="diffusion methods: continue from --state-dir "
                    "(same settings and seed give the same result as an uninterrupted run)")
-    p.add_argument("--figure", action="store_true", help="also write a tri-planar PNG comparing the reference, "
-                   "FBP (or zero-filled), ADMM-TV and this reconstruction, with error maps")
+    p.add_argument("--figure", action="store_true", help="also write RECON.png: tri-planar views of the reference, "
+                   "FBP (or zero-filled), ADMM-TV and this reconstruction, with error maps and per-slice PSNR/SSIM")
+    p.add_argument("--figure-window", default="prior", choices=WINDOW_CHOICES,
+                   help="CT figures: the display window: the prior's HU window ([-1000, 1000] HU without a prior), "
+                        "soft-tissue (W 400 / L 40), lung (W 1500 / L -600) or bone (W 1800 / L 400)")
+    p.add_argument("--report", default=None, metavar="RUN.html", help="also write a one-file HTML report: the "
+                   "figure, the per-plane metrics table, the settings and the provenance")
+    p.add_argument("--mask", choices=("none", "body"), default="none",
+                   help="metrics over the whole volume (none) or inside the body (body: the reference above "
+                        "-500 HU for CT or 10 %% of its range for MR, holes filled, largest component)")
+    p.add_argument("--force", action="store_true", help="use a prior whose modality or units do not match the "
+                   "data (refused otherwise)")
     p.add_argument("--reference", default=None, metavar="VOLUME",
                    help="reference volume for metrics (default: the reference stored in MEAS.h5, if any)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the metrics JSON here "
@@ -75,13 +86,14 @@ def measurement_inputs(m, meas_path: str) -> list[Path]:
 
 def check_geometry_match(reference, m, where: str) -> None:
     """Refuse a reference volume whose geometry (affine) differs from the measurement's."""
+    import numpy as np
+
     from medrecon.errors import UserError
     from medrecon.volume import geometry_mismatch
 
     vol = m.attrs.get("volume", {})
     if vol.get("affine") is None:
         return
-    import numpy as np
     why = geometry_mismatch(np.asarray(vol["affine"], float), reference.affine)
     if why:
         raise UserError(f"--reference {where} does not lie where the measurement's volume lies "
@@ -95,15 +107,16 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume
-    from medrecon.io.jsonio import write_json
     from medrecon.io.measurements import load_measurement
     from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
     from medrecon.methods import DIFFUSION, LAST_INFO, run_method
-    from medrecon.metrics import format_table, volume_metrics
+    from medrecon.metrics import body_mask, format_table, measurement_convention, score
+    from medrecon.provenance import provenance, write_json
     from medrecon.tasks import output_volume, recon_shape, to_volume_units
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
+    stem = str(args.output)[: -len(".nii.gz")] if str(args.output).endswith(".nii.gz") else str(args.output)[:-4]
     early = OutputPlan(overwrite=args.overwrite)  # refuse a bad --output before reading anything
     early.add_input(args.input, "--input")
     early.add_input(args.reference, "--reference")
@@ -126,9 +139,16 @@ def run(args: argparse.Namespace) -> int:
         values["resume"] = True
     settings = make_settings(args.method, values, where=args.config or "--set", task=m.task)
     diffusion = args.method in DIFFUSION
-    shape = recon_shape(m)
+    card = None
+    if diffusion:
+        from medrecon.prior.checkpoint import read_card, resolve
+        from medrecon.units import check_prior
 
-    # everything read, every output checked, before any work
+        card = read_card(resolve(settings.prior))
+        check_prior(card, m.task, m.attrs.get("volume", {}).get("units", "a.u."), force=args.force)
+
+    # everything read and every output checked before any work
+    shape = recon_shape(m)
     reference_volume = load_volume(args.reference) if args.reference else None
     reference = reference_volume.array if reference_volume is not None else m.arrays.get("reference")
     if reference is not None:
@@ -139,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
                             f"will be {shape}")
         if reference_volume is not None:
             check_geometry_match(reference_volume, m, args.reference)
-    stem = str(args.output)[: -len(".nii.gz")] if str(args.output).endswith(".nii.gz") else str(args.output)[:-4]
+    if args.json and reference is None:
+        raise UserError(f"--json {args.json}: no reference to compare with (pass --reference)")
     plan = OutputPlan(overwrite=args.overwrite)
     plan.add_input(args.input, "--input")
     plan.add_inputs(measurement_inputs(m, args.input), f"volume {args.input} was simulated from")
@@ -153,11 +174,8 @@ def run(args: argparse.Namespace) -> int:
     out_std = plan.add_file(stem + "_std.nii.gz", "posterior std") if samples > 1 else None
     out_metrics = plan.add_file(args.json or stem + ".metrics.json", "--json") \
         if reference is not None else None
-    if args.json and reference is None:
-        raise UserError(f"--json {args.json}: no reference to compare with (pass --reference)")
-    if args.figure and reference is None:
-        raise UserError("--figure needs a reference (pass --reference, or simulate with one)")
-    out_figure = plan.add_file(stem + ".png", "figure") if args.figure else None
+    out_figure = plan.add_file(stem + ".png", "figure") if args.figure and reference is not None else None
+    out_report = plan.add_file(args.report, "--report") if args.report else None
     out_dicom = plan.add_dir(args.dicom_out, "--dicom-out", accept=medrecon_dicom_only) \
         if args.dicom_out else None
     state_dir = getattr(settings, "state_dir", "") if diffusion else ""
@@ -167,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
         if states and not getattr(settings, "resume", False):
             raise UserError(f"--state-dir {state_dir} already holds a saved {args.method} state; "
                             f"resume it with --resume or choose another folder")
+    plan.check()
     device = resolve_device(args.device)
+    prov = provenance(device=device, seed=getattr(settings, "seed", None) if diffusion else None,
+                      inputs=[args.input, args.config, args.reference],
+                      prior=settings.prior if diffusion else None,
+                      command=getattr(args, "command_line", None),
+                      extra={"measurement": m.attrs.get("provenance")})
 
     with plan.open() as staged:
         start = time.perf_counter()
@@ -186,24 +210,31 @@ def run(args: argparse.Namespace) -> int:
                             staged.path(out_std))
         effective = {"input": str(args.input), "method": args.method, "task": m.task, "device": str(device),
                      "settings": settings_dict(settings), "seconds": round(seconds, 3),
-                     "sampler": _plain(diffusion_info)}
-        write_json(staged.path(out_config), effective)
+                     "sampler": diffusion_info}
+        write_json(staged.path(out_config), effective, prov)
+        results, figure_png, table = None, None, ""
         if reference is not None:
-            data_range = float(reference.max() - reference.min()) or 1.0
-            metrics = volume_metrics(array, reference, data_range)
-            table = format_table({args.method: metrics})
-            write_json(staged.path(out_metrics), metrics)
-            if out_figure is not None:
-                from medrecon.methods import methods_for
-                from medrecon.viz import triplanar_figure
-                baseline = "fbp" if "fbp" in methods_for(m.task) else "zero-filled"
-                volumes = {"reference": reference}
-                for name in (baseline, "tv"):
-                    if name != args.method:
-                        volumes[name] = to_volume_units(run_method(m, name, None, device=device), m)
-                volumes[args.method] = array
-                triplanar_figure(volumes, staged.path(out_figure), reference=reference,
-                                 data_range=data_range, spacing=tuple(out.spacing))
+            convention = measurement_convention(m, reference, card)
+            mask = body_mask(reference, convention) if args.mask == "body" else None
+            metrics = score(array, reference, convention, mask)
+            results = {args.method: metrics}
+            table = format_table(results) + "\n" + f"metrics: {convention.describe()}" + \
+                (" ; inside the body mask" if mask is not None else "")
+            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **metrics}, prov)
+            if args.figure or args.report:
+                figure_png = _comparison(m, args, settings, card, device, array, reference, convention,
+                                         mask, spacing=tuple(out.spacing), affine=out.affine,
+                                         results=results)
+                if out_figure is not None:
+                    staged.path(out_figure).write_bytes(figure_png)
+        if out_report is not None:
+            from medrecon.report import write_html_report
+            notes = [f"{args.method} on {args.input} ({m.task}); {seconds:.1f} s on {device}."]
+            if reference is None:
+                notes.append("No reference volume: no metrics and no error maps.")
+            write_html_report(staged.path(out_report), title=f"medrecon {args.method}: {m.task}",
+                              metrics=results, settings=effective, provenance=prov,
+                              figure_png=figure_png, notes=notes)
         if out_dicom is not None:
             from medrecon.io import write_dicom_series
             inputs = [p for p in (m.attrs.get("input"), args.reference) if p]
@@ -213,26 +244,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({args.method}, {m.task}, {seconds:.1f} s)")
     if out_std is not None:
         print(f"wrote {out_std.path} (per-voxel standard deviation over {samples} samples)")
-    if reference is not None:
+    if table:
         print(table)
         print(f"wrote {out_metrics.path}")
     if out_figure is not None:
         print(f"wrote {out_figure.path}")
+    elif args.figure:
+        print("no reference (none stored in the measurement, no --reference): no metrics, no figure")
+    if out_report is not None:
+        print(f"wrote {args.report}")
     if out_dicom is not None:
         print(f"wrote DICOM series to {args.dicom_out}")
     return 0
 
 
-def _plain(info: dict) -> dict:
-    """Sampler details with values JSON cannot hold (devices, dtypes) as text."""
-    import numpy as np
+def _comparison(m, args, settings, card, device, array, reference, convention, mask, spacing, affine,
+                results) -> bytes:
+    """The figure's PNG: the reference, FBP (or zero-filled), ADMM-TV and this reconstruction.
+    Adds the baselines' metrics to ``results`` (shown in the report's table)."""
+    from medrecon.methods import methods_for, run_method
+    from medrecon.metrics import score
+    from medrecon.report import figure_png_bytes
+    from medrecon.tasks import to_volume_units
+    from medrecon.viz import comparison_figure, measurement_display
 
-    def conv(v):
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        if v is None or isinstance(v, (bool, int, float, str, np.generic)):
-            return v
-        return str(v)
-    return conv(info)
+    baseline = "fbp" if "fbp" in methods_for(m.task) else "zero-filled"
+    recons = {}
+    for name in (baseline, "tv"):
+        if name != args.method:
+            recons[name] = to_volume_units(run_method(m, name, None, device=device), m)
+            results[name] = score(recons[name], reference, convention, mask)
+    recons[args.method] = array
+    results[args.method] = results.pop(args.method)  # this run's row last
+    display = measurement_display(m, reference, args.figure_window, card)
+    fig = comparison_figure(reference, recons, display, spacing, convention, mask, affine=affine,
+                            title=f"{m.task}: {args.method} vs {', '.join(n for n in recons if n != args.method)}"
+                                  f" ({args.input})")
+    return figure_png_bytes(fig)

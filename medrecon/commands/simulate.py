@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medrecon import units
 from medrecon.device import DEVICE_CHOICES
 from medrecon.tasks import TASKS, CTOptions, MRIOptions
 
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS, help="what to simulate")
     p.add_argument("--input", required=True, metavar="VOLUME", help="NIfTI file or DICOM series directory")
     p.add_argument("--series", default=None, help="DICOM: SeriesInstanceUID or index when the folder holds several")
+    units.add_arguments(p)
     p.add_argument("--output", required=True, metavar="MEAS.h5", help="measurement file to write (HDF5)")
     p.add_argument("--slices", default=None, metavar="A:B",
                    help="simulate only the slab of volume slices A..B-1 (default: every slice)")
@@ -53,15 +55,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medrecon.datasets import select_and_resample
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume
     from medrecon.io.checks import require_memory
     from medrecon.io.measurements import check_measurement, save_measurement
     from medrecon.io.outputs import OutputPlan, real_path
+    from medrecon.provenance import provenance
     from medrecon.tasks import simulate
-
-    from medrecon.datasets import select_and_resample
 
     if not str(args.output).lower().endswith((".h5", ".hdf5")):
         raise UserError(f"--output {args.output}: measurements are written as HDF5; use a .h5 "
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     plan.add_input(args.input, "--input")
     out = plan.add_file(args.output, "--output")
     plan.check()
-    volume = load_volume(args.input, series=args.series)
+    volume = units.declare(load_volume(args.input, series=args.series), args.units, args.modality,
+                           where=f"--input {args.input}")
+    units.warn_if_hu_like(volume, args.task, where=f"--input {args.input}")
     plan.add_inputs(volume.source.get("files", []), "--input")
     z, ny, nx = volume.shape
     if args.size:
@@ -84,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
                    detectors=args.detectors, detector_spacing=args.detector_spacing, i0=args.i0)
     mri = MRIOptions(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
                      calib=args.calib, coils=args.coils, sigma=args.sigma)
+    device = resolve_device(args.device)
     with plan.open() as staged:
-        m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=resolve_device(args.device))
+        m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=device)
         m.attrs["input"] = str(real_path(args.input))  # absolute: found from any working directory
+        m.attrs["provenance"] = provenance(device=device, seed=args.seed, inputs=[args.input],
+                                           command=getattr(args, "command_line", None))
         check_measurement(m, f"the simulated measurement of {args.input}")  # what readers accept
         save_measurement(staged.path(out), m)
     extra = (f", effective acceleration x{m.attrs['acceleration']:.2f}" if args.task == "cs-mri" else

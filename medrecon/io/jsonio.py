@@ -12,13 +12,15 @@ import json
 import math
 import os
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with every value JSON can hold in standard form (non-finite floats -> None)."""
+def to_jsonable(obj: Any, default: Optional[Callable[[Any], Any]] = None) -> Any:
+    """``obj`` with every value JSON can hold in standard form (non-finite floats -> None).
+    ``default`` converts anything else (as in :func:`json.dumps`); without it, such a value is
+    a TypeError."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
@@ -29,22 +31,26 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v, default) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
+        return [to_jsonable(v, default) for v in obj]
     if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
+        return to_jsonable(obj.tolist(), default)
     if isinstance(obj, PurePath):
         return str(obj)
     if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch tensor
-        return to_jsonable(obj.detach().cpu().tolist())
+        return to_jsonable(obj.detach().cpu().tolist(), default)
+    if default is not None:
+        return to_jsonable(default(obj))
     raise TypeError(f"{type(obj).__name__} value {obj!r:.80} cannot be written as JSON")
 
 
-def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False,
+              default: Optional[Callable[[Any], Any]] = None) -> str:
     """Standard JSON text of ``obj`` (see :func:`to_jsonable`), ending in a newline when
     indented."""
-    text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    text = json.dumps(to_jsonable(obj, default), indent=indent, sort_keys=sort_keys,
+                      allow_nan=False)
     return text + "\n" if indent is not None else text
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.io.jsonio import json_text
 from medrecon.prior.data import SliceSet, draw_batch

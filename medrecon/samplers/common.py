@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
-from medrecon.errors import DataError, UserError
+from medrecon.errors import DataError, Interrupted, UserError
 from medrecon.io.atomic import atomic_path
 from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
@@ -38,9 +38,13 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "medrecon-sampler-state/1"
 Tensors = dict[str, torch.Tensor]
+# ``trace(i, quantities)``: called inside step ``i`` (0-based) with that step's intermediate values
+# (names in each sampler's docstring; tensors are the sampler's own: read, do not modify).
+# For tests and debugging; it does not change the result.
+Trace = Callable[[int, dict[str, Any]], None]
 
 
-class SamplingInterrupted(UserError):
+class SamplingInterrupted(Interrupted):
     """SIGINT/SIGTERM arrived during sampling; the state was saved and the run can be resumed."""
 
 

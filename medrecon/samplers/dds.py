@@ -13,7 +13,12 @@ each of the ``steps`` DDIM steps (timesteps 980, 960, ..., 0 for 50 steps) does
     x      = x0' + sigma_t' (eta z + sqrt(1 - eta^2) eps),     z ~ N(0, I)
 
 and the step after timestep 0 goes to the clean image (``sigma = 0``). The start is
-``x_T = sqrt(1 + sigma_T^2) n`` (the VP ``N(0, I)``) or 0 with ``init_noise=False``.
+``x_T = sqrt(1 + sigma_T^2) n`` (the VP ``N(0, I)``) or 0 with ``init_noise=False``; a warm start
+(``start_sigma > 0``) is ``x = x_init + sigma_T n`` with the ADMM split ``z = D_z x_init, u = 0``.
+
+``trace(i, q)`` (optional) sees step ``i``'s quantities ``q``: ``sigma``, ``sigma_next`` (floats),
+``x`` (the input prior batch), ``x0_hat`` (Tweedie), ``eps``, ``x0_dc`` (data consistency, a
+volume), ``noise`` (``z``, None when not drawn) and ``x_next`` (the re-noised prior batch).
 
 The timesteps are capped where ``sigma_t`` exceeds the prior's ``sigma_max`` (a denoiser trained
 up to sigma_max = 80 starts at t ~ 933 instead of 980; the steps are spread evenly on [0, cap]),
@@ -36,7 +41,7 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
-                                      check_problem, data_residual, from_prior_batch,
+                                      Trace, check_problem, data_residual, from_prior_batch,
                                       prior_chunked, problem_identity, real_dtype, run_steps,
                                       to_prior_batch)
 from medrecon.samplers.config import DdsConfig, with_overrides
@@ -121,7 +126,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         config: Optional[DdsConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
         state_dir: Optional[str] = None, save_every: int = 0, resume: bool = False,
         progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
-        x_init: Optional[torch.Tensor] = None, **overrides: Any) -> SampleResult:
+        x_init: Optional[torch.Tensor] = None, trace: Optional[Trace] = None,
+        **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DDS (module docstring).
 
     Args:
@@ -134,6 +140,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         op_norm_sq: ``||A||^2`` if known (else power iteration) for the relative weights.
         state_dir, save_every, resume, progress, callback: see :class:`RunOptions`.
         x_init: ``[Z, Y, X]`` start image in prior units (required when ``start_sigma > 0``).
+        trace: ``trace(i, quantities)`` inside every step (module docstring); None: off.
     Returns:
         :class:`SampleResult` with ``x`` in prior units and ``info``.
     """
@@ -181,12 +188,15 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         with timer.measure("network"):
             x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)
         eps = (xr - x0r) / sigma
-        eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
         last["x0"] = x0
         z = noise.normal(batch_shape, rdt, device) if (cfg.eta > 0 and sig_next[i] > 0) else None
-        return {"x": ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z), **state}
+        x_next = ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z)
+        if trace is not None:
+            trace(i, {"sigma": sigma, "sigma_next": sig_next[i], "x": xr, "x0_hat": x0r,
+                      "eps": eps, "x0_dc": x0, "noise": z, "x_next": x_next})
+        return {"x": x_next, **state}
 
     def residual(t: Tensors) -> float:
         x = last.get("x0", from_prior_batch(t["x"], cplx))

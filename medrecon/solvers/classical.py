@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.physics.operator import LinearOperator
 from medrecon.solvers.admm import AdmmTV
