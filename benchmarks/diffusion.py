@@ -198,6 +198,18 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
                     f"slices {z0}..{z0 + z - 1} of it, shape {list(volume.shape)}")
 
 
+def kspace_snr_db(volume: Any, options: dict, seed: int) -> Optional[float]:
+    """SNR (dB) of a noisy CS-MRI case's sampled k-space: ``10 log10(|k|^2 / |noise|^2)`` with the
+    same simulation run noiseless; None for a noiseless case."""
+    from medrecon.tasks import MRIOptions, simulate
+
+    if not options.get("sigma"):
+        return None
+    noisy = simulate(volume, "cs-mri", seed=seed, mri=MRIOptions(coils=8, **options)).data
+    clean = simulate(volume, "cs-mri", seed=seed, mri=MRIOptions(coils=8, **{**options, "sigma": 0.0})).data
+    return float(10 * np.log10(np.sum(np.abs(clean) ** 2) / np.sum(np.abs(noisy - clean) ** 2)))
+
+
 def working_reference(volume: Any, m: Any) -> np.ndarray:
     """The reference in working units (the [0, 1] window of medrecon.tasks)."""
     from medrecon.tasks import CT_TASKS, ct_working_units
@@ -309,8 +321,8 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
         log(f"{case.key}: skipped ({note})")
         return [], {"skipped": note}
     ny = volume.shape[1]
+    opts = dict(case.options)
     if case.task == "cs-mri":
-        opts = dict(case.options)
         if opts.get("mask") == "poisson2d":
             opts["calib"] = min(24, ny // 4)
         m = simulate(volume, case.task, seed=args.seed, mri=MRIOptions(coils=8, **opts))
@@ -348,7 +360,8 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
         rows.append(_row(case, label, method, settings, out))
         log(f"  {case.key} {label}: {out['metrics']['psnr']:.2f} dB, {out['seconds']:.1f} s, "
             f"physics/network {out['info']['time_physics'] / max(out['info']['time_network'], 1e-9):.2f}")
-    return rows, {"data": note, "shape": list(volume.shape),
+    snr = kspace_snr_db(volume, opts, args.seed) if case.task == "cs-mri" else None
+    return rows, {"data": note, "shape": list(volume.shape), "kspace_snr_db": snr,
                   "measurement": {k: v for k, v in m.attrs.items() if k != "volume"}}
 
 
@@ -398,7 +411,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="the earlier cases (held-out phantom, MNI template slab) instead of the real held-out data")
     p.add_argument("--mbir-steps", type=int, default=None,
                    help="DiffusionMBIR steps on the CPU (default 100; --quick 10; published 2000)")
-    p.add_argument("--rows", nargs="+", choices=DIFFUSION_ROWS, default=["dds"],
+    p.add_argument("--rows", nargs="*", choices=DIFFUSION_ROWS, default=["dds"],
                    help="diffusion rows to run (dds-2d: DDS without TV-z; dds-cold: DDS started "
                         "from noise as published instead of the ADMM-TV warm start)")
     p.add_argument("--tv-factors", type=float, nargs="+", default=list(TV_FACTORS),
