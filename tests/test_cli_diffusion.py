@@ -26,7 +26,7 @@ def test_cli_dds_and_mbir_beat_fbp_at_their_golden_psnr() -> None:
 
 
 def _demo(tmp: Path, *argv: str) -> dict:
-    assert main(["--quiet", "demo", "--no-diffusion", "--shape", "4", "64", "64", "--output",
+    assert main(["--quiet", "demo", "--no-diffusion", "--data", "phantom", "--shape", "4", "64", "64", "--output",
                  str(tmp), *argv]) == 0
     return json.loads((tmp / "metrics.json").read_text())
 
@@ -46,17 +46,17 @@ def test_demo_writes_its_set_and_the_metrics_it_prints(task, methods, better, wo
     printed = capsys.readouterr().out
     assert set(summary["metrics"]) == set(methods) and summary["shape"] == [4, 64, 64]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{m}.nii.gz" for m in methods] + ["reference.nii.gz", "metrics.json", "comparison.png"])
+        [f"{m}.nii.gz" for m in methods] + ["reference.nii.gz", "metrics.json", "comparison.png", "report.html"])
     ref = shepp_logan_3d((4, 64, 64), contrast="mr" if task == "cs-mri" else "ct")
     np.testing.assert_allclose(load_volume(out / "reference.nii.gz").array, ref, atol=1e-6)
     for m in methods:         # the JSON (and the printed table) are the volumes' own PSNR
-        got = psnr(load_volume(out / f"{m}.nii.gz").array, ref, summary["data_range"])
+        got = psnr(load_volume(out / f"{m}.nii.gz").array, ref, summary["metrics"][m]["data_range"])
         assert summary["metrics"][m]["psnr"] == pytest.approx(got, abs=1e-3)
         assert f"{summary['metrics'][m]['psnr']:.2f}" in printed
     assert summary["metrics"][better]["psnr"] >= summary["metrics"][worse]["psnr"] + gain
     # a second run into the same folder refuses to overwrite and leaves the files as they were
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert main(["--quiet", "demo", "--no-diffusion", "--task", task, "--shape", "4", "64", "64",
+    assert main(["--quiet", "demo", "--no-diffusion", "--data", "phantom", "--task", task, "--shape", "4", "64", "64",
                  "--output", str(out)]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -93,7 +93,7 @@ ERRORS = {
     "evaluate-range": (["evaluate", "--reference", "ph.nii.gz", "--recon", "ph.nii.gz",
                         "--data-range", "-1", "--json", "e.json"], "data range must be positive"),
     "evaluate-json-exists": (["evaluate", "--reference", "ph.nii.gz", "--recon", "ph.nii.gz",
-                              "--json", "ph.nii.gz"], "ph.nii.gz already exists"),
+                              "--json", "ph.nii.gz"], "--json ph.nii.gz is the input"),
     # reconstruct
     "reconstruct-output-suffix": (["reconstruct", "--input", "ct.h5", "--method", "fbp",
                                    "--output", "r.txt"], "expected a .nii or .nii.gz"),
@@ -125,7 +125,7 @@ ERRORS = {
     "reconstruct-steps": (["reconstruct", "--input", "ct.h5", "--method", "mbir", "--prior", "tiny",
                            "--set", "steps=0", "--output", "r.nii.gz"], "steps must be a positive"),
     "reconstruct-seed": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior", "tiny",
-                          "--seed", "-2", "--output", "r.nii.gz"], "seed must be a non-negative"),
+                          "--seed", "-2", "--output", "r.nii.gz"], "seed must be an integer >= 0"),
     "reconstruct-resume-no-state": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior",
                                      "tiny", "--resume", "--output", "r.nii.gz"],
                                     "resume needs a state directory"),

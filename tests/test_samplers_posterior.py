@@ -68,7 +68,7 @@ def test_reconstruct_maps_working_units_through_the_prior_window() -> None:
     out = reconstruct("dds", op, y, den, m, steps=3, seed=2)     # task default: warm start
     imap = prior_map_for_measurement(m, den.card)
     assert imap.lo == pytest.approx(-0.1) and imap.scale == pytest.approx(1.0)
-    start = imap.image_to_prior(warm_start_image(op, y, m.task))
+    start = warm_start_image(op, imap.data_to_prior(op, y), m.task)   # in prior units
     direct = dds(op, imap.data_to_prior(op, y), den, steps=3, seed=2, start_sigma=0.3,
                  x_init=start, lam_rel=out.info["config"]["lam_rel"]).x
     assert out.std is None and torch.allclose(out.x, imap.image_from_prior(direct), atol=1e-6)
