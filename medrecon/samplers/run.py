@@ -4,14 +4,17 @@
 prior's units with the prior's model card (:func:`~medrecon.samplers.intensity.prior_map_for_measurement`),
 runs ``dds`` or ``mbir`` (or :func:`~medrecon.samplers.posterior.sample_posterior` when
 ``samples > 1``) and maps the result, and the standard deviation, back to working units.
+
+A warm-started DDS (``start_sigma > 0``) starts from the image of a *warm-start solver*
+``warm_start(op, y) -> x`` (working units in and out) the caller hands over; by default
+:func:`tv_warm_start`, ADMM-TV with the task's default settings.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -21,6 +24,13 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import IntensityMap, prior_map_for_measurement
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+from medrecon.samplers.state import StateStore
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
+
+# A warm-start solver: working-unit data y of op -> a working-unit image [Z, Y, X].
+WarmStart = Callable[[LinearOperator, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -34,16 +44,20 @@ class Reconstruction:
 
 def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                 measurement: Any = None, config: Optional[SamplerConfig] = None, *,
-                samples: int = 1, seed: int = 0, state_dir: Optional[str | os.PathLike] = None,
+                samples: int = 1, seed: int = 0, store: Optional[StateStore] = None,
                 save_every: int = 0, resume: bool = False, progress: bool = False,
-                x_init: Optional[torch.Tensor] = None, **overrides: Any) -> Reconstruction:
+                x_init: Optional[torch.Tensor] = None, warm_start: Optional[WarmStart] = None,
+                slab: Optional["Slab"] = None, **overrides: Any) -> Reconstruction:
     """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
     The intensity map comes from ``denoiser.card`` (identity without a card or a measurement:
     ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
-    starts from ``x_init`` (prior units) or, by default, from
-    :func:`warm_start_image`; ``info["time_warm_start"]`` is the time spent on that start (s).
+    starts from ``x_init`` (prior units) or from ``warm_start(op, y)`` (default
+    :func:`tv_warm_start`); ``info["time_warm_start"]`` is the time spent on that start (s).
+    ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.common.RunOptions`);
+    ``slab``: this process's z-slab of a distributed run (``op``, ``y`` and the result are its
+    slices).
     """
     if method not in SAMPLERS:
         raise UserError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -55,14 +69,16 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
             if measurement is not None else IntensityMap(0.0, 1.0))
     y_p = imap.data_to_prior(op, y)
     cfg = with_overrides(cfg, **overrides)
-    common: dict[str, Any] = dict(seed=seed, state_dir=state_dir, save_every=save_every,
-                                  resume=resume, progress=progress)
+    common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
+                                  resume=resume, progress=progress, slab=slab)
     warm_seconds = 0.0
     if x_init is not None:
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
+        solver = warm_start if warm_start is not None else tv_warm_start(task, slab, progress)
         t0 = time.perf_counter()
-        common["x_init"] = imap.image_to_prior(warm_start_image(op, y, task, progress))
+        with torch.no_grad():
+            common["x_init"] = imap.image_to_prior(solver(op, y))
         warm_seconds = time.perf_counter() - t0
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
@@ -76,15 +92,26 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
 
 
+def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,
+                  progress: bool = False) -> WarmStart:
+    """The default warm-start solver: ADMM-TV with the task's default settings
+    (:class:`medrecon.config.TVSettings`; no non-negativity for complex images)."""
+    from medrecon.config import make_settings
+    from medrecon.solvers.classical import tv_reconstruction
+
+    show = progress and (slab is None or slab.is_first)
+
+    def solve(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+        settings = make_settings("tv", task=task)
+        if op.in_dtype.is_complex:
+            settings.nonnegative = False
+        with torch.no_grad():
+            return tv_reconstruction(op, y, settings, show, slab)
+
+    return solve
+
+
 def warm_start_image(op: LinearOperator, y: torch.Tensor, task: Optional[str],
                      progress: bool = False) -> torch.Tensor:
-    """The start of a warm-started DDS run (``start_sigma > 0``): ADMM-TV with the task's
-    default settings (:class:`medrecon.config.TVSettings`), ``[Z, Y, X]`` in working units."""
-    from medrecon.config import make_settings
-    from medrecon.methods import tv_reconstruction
-
-    settings = make_settings("tv", task=task)
-    if op.in_dtype.is_complex:
-        settings.nonnegative = False
-    with torch.no_grad():
-        return tv_reconstruction(op, y, settings, progress)
+    """The start of a warm-started DDS run with the default solver, ``[Z, Y, X]`` working units."""
+    return tv_warm_start(task, progress=progress)(op, y)
