@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from medrecon.errors import UserError
 
 COMMANDS = (
-    "demo", "phantom", "simulate", "reconstruct", "evaluate", "info", "data",
+    "demo", "phantom", "simulate", "reconstruct", "reconstruct_batch", "evaluate", "info", "data",
     "train", "prior_eval", "prior",
 )
 

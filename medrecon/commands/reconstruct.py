@@ -63,6 +63,26 @@ def to_volume_units_scale(m) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One process, or every rank under torchrun/srun: rank 0 reads and writes, each rank
+    reconstructs its z-slab (:mod:`medrecon.distributed.runner`)."""
+    from medrecon.distributed.launch import join_from_environment
+
+    group = join_from_environment(args.device)
+    if group is None:
+        from medrecon.methods import run_method
+        return reconstruct(args, run_method)
+    from medrecon.distributed.runner import SlabDriver, serve
+
+    with group:
+        if not group.is_root:
+            return serve(group)
+        with SlabDriver(group) as driver:
+            return reconstruct(args, driver.run_method)
+
+
+def reconstruct(args: argparse.Namespace, run_method) -> int:
+    """The command with ``run_method`` (:func:`medrecon.methods.run_method` or a distributed
+    stand-in) computing every reconstruction."""
     import numpy as np
 
     from medrecon.config import load_config, make_settings, parse_overrides, settings_dict
@@ -71,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import load_volume, save_volume
     from medrecon.io.atomic import write_text_atomic
     from medrecon.io.measurements import load_measurement
-    from medrecon.methods import run_method
     from medrecon.metrics import format_table, volume_metrics
     from medrecon.tasks import output_volume, to_volume_units
 
