@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
                         "JSON goes beside the output), not for the whole batch")
     parser = argparse.ArgumentParser(prog=f"medrecon {NAME} LIST", add_help=False)
     reconstruct.add_arguments(parser)
-    parser.parse_args(["--input", "-", "--output", "-.nii.gz", *options])   # options checked once
+    parser.parse_args(["--input", "study.h5", "--output", "study.nii.gz", *options])   # options checked once
     studies = read_study_list(args.list)
     launch = launch_from_environment()
     rank, world = (launch.rank, launch.world) if launch else (0, 1)
     mine = [(i, s) for i, s in enumerate(studies) if i % world == rank]
     if launch is not None:
-        device_name = parser.parse_args(["--input", "-", "--output", "-.nii.gz", *options]).device
+        device_name = parser.parse_args(["--input", "study.h5", "--output", "study.nii.gz", *options]).device
         rank_device(device_name, launch.local_rank)          # this rank's GPU becomes "cuda"
     done = skipped = 0
     failed: list[str] = []
