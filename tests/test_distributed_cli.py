@@ -176,3 +176,53 @@ def test_reconstruct_batch_refuses_bad_lists_and_per_study_options(workspace: Pa
     good.write_text("ct.h5 x.nii.gz\n")
     assert main(["reconstruct-batch", str(good), "--method", "fbp", "--output", "y.nii.gz"]) == 2
     assert "--output: set per study" in capsys.readouterr().err
+
+
+def test_srun_environment_is_a_process_group(workspace: Path, tmp_path: Path) -> None:
+    """Two processes started with the variables srun sets (no torchrun): they join one gloo group
+    on this node (rendezvous 127.0.0.1, port from the job id) and give the one-process volume."""
+    d = workspace
+    args = ["--quiet", "reconstruct", "--input", str(d / "ct.h5"), "--method", "cgls",
+            "--set", "iterations=8", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "one.nii.gz")]) == 0
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    procs = []
+    for rank in range(2):
+        env = {**base, "OMP_NUM_THREADS": "1", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+               "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1",
+               "SLURM_JOB_ID": str(40000 + os.getpid() % 9000)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "medrecon", *args, "--output",
+                                       str(tmp_path / "two.nii.gz")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]          # rank 0 writes
+    assert np.array_equal(volume(tmp_path / "two.nii.gz"), volume(tmp_path / "one.nii.gz"))
+
+
+def test_launch_environment(monkeypatch) -> None:
+    from medrecon.distributed.launch import launch_from_environment, rank_device
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")            # an sbatch script outside srun: one process
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert launch_from_environment() is None
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    got = launch_from_environment()
+    assert (got.rank, got.world, got.local_rank, got.launcher) == (3, 4, 1, "srun")
+    monkeypatch.setenv("WORLD_SIZE", "2")               # torchrun's variables come first
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    got = launch_from_environment()
+    assert (got.rank, got.world, got.launcher) == (1, 2, "torchrun")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert launch_from_environment() is None
+    assert rank_device("cpu", 3) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        from medrecon.errors import UserError
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            rank_device("cuda", 0)

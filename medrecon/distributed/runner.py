@@ -6,9 +6,13 @@ Rank 0 runs the command as usual (reads the measurement, writes every output) th
 (:func:`split_measurement`), reconstructs its own slab, and gathers the volume. The other ranks
 :func:`serve`: they wait for a job, reconstruct their slab, send it back, until rank 0 stops them.
 
-An error that every rank meets alike (bad settings, a refused resume, an interrupt agreed after
-a sampler step) is raised on rank 0 as one :class:`~medrecon.errors.UserError`; the other ranks
-then wait for the next job or the stop, and leave with rank 0's exit code.
+An error raised by a job on any rank (bad settings, a refused resume, an interrupt agreed after a
+sampler step) is shared when the ranks meet after the job and raised on every rank: a
+:class:`~medrecon.errors.UserError` when it was one (the CLI prints one line), else a
+``RuntimeError`` naming the rank. Rank 0 then stops the others, which leave with exit code 0:
+the command's outcome is rank 0's (a launcher such as torchrun stops the rest of a group when one
+process fails, and rank 0 must be left to report). An error between collectives on one rank
+only (a crash) leaves the others waiting; the launcher then stops them.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def _run_job(group: ProcessGroup, job: dict, part: Measurement, slab: Slab
     """This rank's share of one job; returns the gathered volume on rank 0 (None elsewhere) and
     rank 0's run details. Raises the UserError of any rank on every rank."""
     method = job["method"]
-    error, x, info = None, None, {}
+    error: Optional[tuple[bool, str]] = None
+    x, info, failure = None, {}, None
     t0 = time.perf_counter()
     try:
         settings = make_settings(method, job["settings"], task=part.task)
@@ -70,12 +75,16 @@ def _run_job(group: ProcessGroup, job: dict, part: Measurement, slab: Slab
         progress = job["progress"] if (method in DIFFUSION or group.is_root) else False
         x = run_method(part, method, settings, device=group.device, progress=progress,
                        backend=job["backend"], slab=slab)
-    except UserError as exc:
-        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - shared with every rank below, then raised
+        failure = exc
+        error = (isinstance(exc, UserError), str(exc) if isinstance(exc, UserError)
+                 else f"rank {slab.rank}: {type(exc).__name__}: {exc}")
     errors = slab.all_gather_object(error)
     first = next((e for e in errors if e), None)
     if first is not None:
-        raise UserError(first)
+        if first[0]:
+            raise UserError(first[1]) from failure
+        raise RuntimeError(first[1]) from failure
     assert x is not None
     mine = {"rank": slab.rank, "slices": [slab.lo, slab.hi], "seconds": time.perf_counter() - t0,
             "comm_seconds": slab.comm_seconds, "device": str(group.device),
@@ -122,40 +131,40 @@ class SlabDriver:
         slab = Slab(n, 0, self.group.world)
         slab.broadcast_object(job)
         part = _scatter_parts(self.group, slab, m)
-        full, info = _run_job(self.group, job, part, slab)
+        try:
+            full, info = _run_job(self.group, job, part, slab)
+        except (UserError, RuntimeError):
+            self.busy = False                 # raised on every rank: all are between jobs
+            raise
         self.busy = False
         LAST_INFO.clear()
         LAST_INFO.update(info)
         assert full is not None
         return full
 
-    def close(self, code: int) -> None:
-        """Release the other ranks, which leave with ``code``."""
+    def close(self) -> None:
+        """Release the other ranks (unless a job was cut off midway: they wait in a collective
+        and the launcher stops them)."""
         if not self.busy:
-            Slab(self.group.world, 0, self.group.world).broadcast_object({"stop": int(code)})
+            Slab(self.group.world, 0, self.group.world).broadcast_object({"stop": True})
 
     def __enter__(self) -> "SlabDriver":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close(0)
-        elif isinstance(exc, UserError):
-            self.busy = False                # agreed errors leave every rank between jobs
-            self.close(2)
-        elif not self.busy:
-            self.close(1)
+        self.close()
 
 
 def serve(group: ProcessGroup) -> int:
-    """A rank > 0: reconstruct the slab of every job rank 0 sends; return rank 0's exit code."""
+    """A rank > 0: reconstruct the slab of every job rank 0 sends until it stops us; returns 0
+    (rank 0 reports the command's outcome)."""
     while True:
         job = Slab(group.world, group.rank, group.world).broadcast_object(None)
         if "stop" in job:
-            return int(job["stop"])
+            return 0
         slab = Slab(job["n"], group.rank, group.world)
         part = _scatter_parts(group, slab, None)
         try:
             _run_job(group, job, part, slab)
-        except UserError:
+        except (UserError, RuntimeError):
             continue                          # rank 0 reports it; wait for the next job or stop
