@@ -20,7 +20,8 @@ reconstructs that same measurement with
 TV weights of medrecon and SigPy are both picked from the same small grid (multiples of
 medrecon's default ``lam_rel`` times ``||A||^2``) by PSNR on a central slab of slices; the table
 reports the full-volume run with the best weight. Metrics compare against the phantom in its own
-units with ``data_range = 1``. Results are printed and written to ``<output-dir>/<name>.md`` and
+units under medrecon's one convention (``medrecon.metrics``), which for these [0, 1] phantoms is
+``data_range = 1`` on the values themselves. Results are printed and written to ``<output-dir>/<name>.md`` and
 ``<name>.json``. Every random choice is seeded.
 """
 
@@ -55,7 +56,7 @@ from medrecon.errors import UserError  # noqa: E402
 from medrecon.io.atomic import write_text_atomic  # noqa: E402
 from medrecon.io.measurements import Measurement  # noqa: E402
 from medrecon.methods import run_method  # noqa: E402
-from medrecon.metrics import volume_metrics  # noqa: E402
+from medrecon.metrics import measurement_convention, score as metrics_score  # noqa: E402
 from medrecon.phantoms import shepp_logan_3d  # noqa: E402
 from medrecon.physics.ct import CTGeometry  # noqa: E402
 from medrecon.physics.operator import operator_norm  # noqa: E402
@@ -306,8 +307,11 @@ def slab(m: Measurement, sl: slice) -> Measurement:
 
 
 def score(w: torch.Tensor | np.ndarray, m: Measurement) -> dict:
-    """Metrics of a working-unit reconstruction in the phantom's units, data range 1."""
-    return volume_metrics(to_volume_units(w, m), np.asarray(m.arrays["reference"]), DATA_RANGE)
+    """Metrics of a working-unit reconstruction in the phantom's units under medrecon's one
+    convention (:func:`medrecon.metrics.measurement_convention`): for these phantoms, both in
+    [0, 1], that is data range 1 (:data:`DATA_RANGE`) on the values themselves."""
+    reference = np.asarray(m.arrays["reference"])
+    return metrics_score(to_volume_units(w, m), reference, measurement_convention(m, reference))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

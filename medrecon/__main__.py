@@ -1,8 +1,7 @@
-"""``python -m medrecon``: the ``medrecon`` command (also ``torchrun ... -m medrecon``)."""
+"""``python -m medrecon``: the command line (also what ``torchrun -m medrecon`` runs)."""
 
 import sys
 
 from medrecon.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

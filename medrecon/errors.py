@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A file exists but its content is unusable (wrong format, truncated, inconsistent)."""
+
+
+class Interrupted(UserError):
+    """SIGINT or SIGTERM stopped a long run after it saved what a resume needs; the message says
+    where. The CLI prints it as one line and exits 130, like an interrupt."""

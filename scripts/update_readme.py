@@ -5,10 +5,15 @@ Sources (all produced by commands in this repository, which the tables name):
 - ``classical``: benchmarks/results/classical.md (``python benchmarks/classical.py``)
 - ``diffusion``: benchmarks/results/diffusion-*/diffusion.md (``python benchmarks/diffusion.py ...``;
   one run per group of cases, each table names its command)
+- ``denoising``: benchmarks/results/denoising/denoising.md (``python benchmarks/denoising.py``)
+- ``demo``: benchmarks/results/demo/demo.md (``python benchmarks/demo.py``)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
-    python scripts/update_readme.py
+    .venv/bin/python scripts/update_readme.py
+
+Commands in the copied text are written as they run after the README's two set-up commands:
+``python ...`` and ``medrecon ...`` become ``.venv/bin/python ...`` and ``.venv/bin/medrecon ...``.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PRIORS = ("phantom", "chest-ct", "brain-mri")
-EVAL_DATA = {"phantom": "phantoms", "chest-ct": "chest-ct", "brain-mri": "brain-mri"}
+EVAL_DATA = {"phantom": "phantoms", "chest-ct": "lung2", "brain-mri": "brain2"}
 
 
 def benchmark_table(name: str) -> str:
     """The benchmark's markdown, headings demoted to level 4 (several runs: one after the other)."""
     results = REPO / "benchmarks" / "results"
-    files = [results / f"{name}.md"] if (results / f"{name}.md").is_file() else sorted(results.glob(f"{name}-*/{name}.md"))
+    files = [results / f"{name}.md"] if (results / f"{name}.md").is_file() else \
+        sorted(results.glob(f"{name}/{name}.md")) + sorted(results.glob(f"{name}-*/{name}.md"))
     if not files:
         raise SystemExit(f"no benchmark results for {name} under {results}")
     texts = [f.read_text().strip() for f in files]
@@ -55,6 +61,14 @@ def priors_table() -> str:
     return "\n".join(lines + ["", "Commands:", ""] + commands)
 
 
+_COMMAND = re.compile(r"(^|`)(python|medrecon) ", re.M)
+
+
+def venv_commands(text: str) -> str:
+    """``python x`` / ``medrecon x`` at the start of a line or of inline code -> ``.venv/bin/...``."""
+    return _COMMAND.sub(lambda m: f"{m.group(1)}.venv/bin/{m.group(2)} ", text)
+
+
 def replace(readme: str, name: str, body: str) -> str:
     pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
     if not pattern.search(readme):
@@ -65,10 +79,11 @@ def replace(readme: str, name: str, body: str) -> str:
 def main() -> int:
     path = REPO / "README.md"
     readme = path.read_text()
-    sources = {"classical": benchmark_table, "diffusion": benchmark_table, "priors": lambda _: priors_table()}
+    sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
+               "demo": benchmark_table, "priors": lambda _: priors_table()}
     for name, make in sources.items():
         if f"<!-- BEGIN {name} -->" in readme:
-            readme = replace(readme, name, make(name))
+            readme = replace(readme, name, venv_commands(make(name)))
     path.write_text(readme)
     print(f"updated {path}")
     return 0

@@ -24,3 +24,7 @@ CASES = {
     "mri-sense-per-slice-masks": lambda: SenseOperator(
         birdcage_maps(3, (14, 11)), _per_slice_masks(3, (14, 11))),
 }
+
+# subset of an operator that holds per-slice data: slices 1..2 of 4 (maps and masks per slice)
+CASES["mri-sense-per-slice-subset"] = lambda: SenseOperator(
+    _random_maps((4, 3, 14, 11), 5), _per_slice_masks(4, (14, 11))).subset(slice(1, 3))

@@ -11,3 +11,8 @@ CASES = {
     "dense-matrix": lambda: random_matrix_operator(10, (3, 4), torch.float32),
     "dense-matrix-complex": lambda: random_matrix_operator(10, (3, 4), torch.complex64),
 }
+CASES.update({
+    "diff-z-neumann-f64": lambda: FiniteDifference(5, (4, 6), (0,), "neumann", torch.float64),
+    "dense-matrix-f64": lambda: random_matrix_operator(10, (3, 4), torch.float64),
+    "dense-matrix-complex128": lambda: random_matrix_operator(10, (3, 4), torch.complex128),
+})

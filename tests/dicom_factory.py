@@ -153,9 +153,13 @@ def write_series(out_dir: Path, volume: np.ndarray, spacing: Sequence[float] = (
 def write_enhanced_ct(path: Path, volume: np.ndarray, spacing: Sequence[float] = (2.0, 0.5, 0.5),
                       origin: Sequence[float] = (-10.0, -20.0, 30.0),
                       iop: Sequence[float] = AXIAL, frame_order: Optional[Sequence[int]] = None,
-                      intercept: float = -1024.0) -> Path:
+                      intercept: float = -1024.0,
+                      frame_rescale: Optional[Sequence[tuple[float, float]]] = None) -> Path:
     """One enhanced multi-frame CT file; ``frame_order[i]`` is the z index stored as frame i
-    (shuffled frames check that the reader sorts by per-frame position)."""
+    (shuffled frames check that the reader sorts by per-frame position). The shared functional
+    groups hold slope 1 and ``intercept``; ``frame_rescale[k]`` = ``(slope, intercept)`` of z
+    index ``k`` puts a per-frame PixelValueTransformationSequence in every frame, which overrides
+    the shared one (stored values ``rint((HU - intercept) / slope)``)."""
     z, ny, nx = volume.shape
     dz, dy, dx = spacing
     row, col, normal = directions(iop)
@@ -188,9 +192,15 @@ def write_enhanced_ct(path: Path, volume: np.ndarray, spacing: Sequence[float] =
         pp = Dataset()
         pp.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(origin) + k * dz * normal]
         item.PlanePositionSequence = DicomSequence([pp])
+        if frame_rescale is not None:
+            own = Dataset()
+            own.RescaleSlope, own.RescaleIntercept = (f"{v:g}" for v in frame_rescale[k])
+            own.RescaleType = "HU"
+            item.PixelValueTransformationSequence = DicomSequence([own])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
-    _pixels(ds, np.rint(volume[order] - intercept))
+    rescale = [(1.0, intercept)] * z if frame_rescale is None else list(frame_rescale)
+    _pixels(ds, np.stack([np.rint((volume[k] - rescale[k][1]) / rescale[k][0]) for k in order]))
     ds.save_as(path, enforce_file_format=True)
     return Path(path)
 

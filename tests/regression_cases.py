@@ -1,16 +1,13 @@
-"""Shepp-Logan regression cases for every task and classical method, and their golden PSNRs.
+"""Shepp-Logan regression cases for every task and classical method.
 
-Run ``python tests/regression_cases.py`` to (re)measure the goldens into
-``tests/data/golden_classical.json``; ``tests/test_regression_classical.py`` fails when a change
-loses more than 0.5 dB on any case.
+Their golden PSNRs live in ``tests/data/goldens.json`` (see ``tests/golden_cases.py``);
+``python scripts/regenerate_goldens.py --only NAME`` re-measures one. ``tests/test_regression_classical.py``
+fails when a case moves by more than its tolerance, either way.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from functools import lru_cache
-from pathlib import Path
 
 from medrecon.io.measurements import Measurement
 from medrecon.methods import run_method
@@ -19,7 +16,6 @@ from medrecon.phantoms import shepp_logan_3d
 from medrecon.tasks import CTOptions, MRIOptions, simulate, to_volume_units
 from medrecon.volume import Volume
 
-GOLDEN = Path(__file__).parent / "data" / "golden_classical.json"
 SHAPE = (8, 64, 64)
 
 # name -> (task, simulation options, method, settings)
@@ -62,17 +58,3 @@ def measure(name: str) -> float:
     m, volume = measurement(task, options)
     recon = to_volume_units(run_method(m, method, dict(settings)), m)
     return psnr(recon, volume.array, 1.0)
-
-
-def main() -> None:
-    goldens = {}
-    for name in CASES:
-        goldens[name] = round(measure(name), 2)
-        print(name, goldens[name], file=sys.stderr, flush=True)
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_text(json.dumps(goldens, indent=2) + "\n")
-    json.dump(goldens, sys.stdout, indent=2)
-
-
-if __name__ == "__main__":
-    main()

@@ -37,7 +37,8 @@ def run(tmp_path_factory):
     bench = _bench()
     out = tmp_path_factory.mktemp("bench")
     argv = ["--quick", "--shape", "3", "32", "32", "--dds-steps", "4", "--mbir-steps", "3",
-            "--tv-factors", "1", "--threads", "1", "--no-isolate", "--prior-factory",
+            "--tv-factors", "1", "--threads", "1", "--no-isolate", "--rows", "dds-2d", "dds", "dds-cold",
+            "mbir", "--prior-factory",
             "denoisers:benchmark_prior", "--prior-factory-path", str(TESTS), "--output-dir", str(out)]
     assert bench.main(argv) == 0
     return bench, json.loads((out / "diffusion.json").read_text()), (out / "diffusion.md").read_text()
@@ -47,7 +48,7 @@ def test_every_row_and_column(run) -> None:
     bench, doc, md = run
     labels = [r["row"] for r in doc["rows"]]
     assert labels[:3] == ["FBP", "SIRT", "CGLS"] and labels[3].startswith("ADMM-TV 3D (best lam_rel")
-    assert labels[4:] == [label for label, _, _ in bench.diffusion_rows(4, 3)]
+    assert labels[4:] == [label for label, _, _ in bench.diffusion_rows((4,), 3)]
     assert "python benchmarks/diffusion.py --quick" in md and "| NFE/slice |" in md
     for r in doc["rows"]:
         assert set(r["planes"]) == {"axial", "coronal", "sagittal"} and r["seconds"] >= 0
@@ -78,7 +79,7 @@ def test_markdown_re_rendered_from_json(run, tmp_path) -> None:
 
 def test_rows_option_and_entry_point(tmp_path) -> None:
     bench = _bench()
-    assert [m for _, m, _ in bench.diffusion_rows(5, 5, ("dds", "mbir"))] == ["dds", "mbir"]
+    assert [m for _, m, _ in bench.diffusion_rows((5, 10), 5, ("dds", "mbir"))] == ["dds", "dds", "mbir"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--rows", "ddx"])
     entry = [sys.executable, str(REPO / "scripts" / "benchmark.py")]

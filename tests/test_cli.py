@@ -153,3 +153,49 @@ def test_reconstruct_writes_a_dicom_series_beside_the_measurement(workspace, tmp
     assert _run("--quiet", "reconstruct", "--input", str(meas), "--method", "fbp", "--output",
                 str(meas.parent / "fbp2.nii.gz"), "--dicom-out", str(study / "derived")) == 2
     assert not (study / "derived").exists()
+
+
+def test_quiet_is_accepted_before_and_after_the_command(workspace) -> None:
+    from medrecon.cli import build_parser
+    parser = build_parser()
+    for argv in (["--quiet", "info", "x"], ["info", "x", "--quiet"], ["info", "--quiet", "x"]):
+        assert parser.parse_args(argv).quiet is True, argv
+    assert parser.parse_args(["info", "x"]).quiet is False
+    assert parser.parse_args(["--verbose", "info", "x"]).verbose is True  # not reset by the sub-command
+    assert _run("reconstruct", "--input", str(workspace / "ct.h5"), "--method", "sirt", "--set", "iterations=3",
+                "--output", str(workspace / "quiet.nii.gz"), "--quiet") == 0
+
+
+def test_option_help_states_its_default_once(capsys) -> None:
+    from medrecon.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, cmd in sub.choices.items():
+        text = cmd.format_help()
+        for action in cmd._actions:
+            if not action.option_strings or not action.help:
+                continue
+            rendered = cmd._get_formatter()._expand_help(action)
+            assert rendered.lower().count("default") <= 1, (name, action.option_strings, rendered)
+        assert "(default: None)" not in text, name
+    simulate = sub.choices["simulate"]
+    views = next(a for a in simulate._actions if "--views" in a.option_strings)
+    assert simulate._get_formatter()._expand_help(views).endswith("(default: 8)")  # still stated once
+
+
+def test_method_that_does_not_apply_lists_every_method_that_does(workspace, tmp_path, capsys) -> None:
+    assert _run("reconstruct", "--input", str(workspace / "ct.h5"), "--method", "sense",
+                "--output", str(tmp_path / "r.nii.gz")) == 2
+    err = capsys.readouterr().err
+    assert "choose from fbp, sirt, cgls, tv" in err and "dds" in err and "mbir" in err
+
+
+def test_progress_is_log_lines_when_stderr_is_not_a_terminal(workspace, tmp_path) -> None:
+    """A pipe is not a terminal: one line per update, no carriage returns (a tqdm bar otherwise)."""
+    proc = subprocess.run([sys.executable, "-m", "medrecon.cli", "reconstruct", "--input", str(workspace / "ct.h5"),
+                           "--method", "tv", "--set", "iterations=30", "--output", str(tmp_path / "tv.nii.gz")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ADMM-TV")]
+    assert lines and "30/30" in lines[-1] and all(len(line) < 120 for line in lines)

@@ -42,11 +42,22 @@ def test_lossless_compressed_mr_equals_uncompressed(name):
 
 @pytest.mark.parametrize("name,shape", [("JPEG2000.dcm", (1, 1024, 256)),
                                         ("693_J2KI.dcm", (1, 512, 512)),
+                                        ("JPEGLSNearLossless_08.dcm", (1, 45, 10)),
                                         ("JPEGLSNearLossless_16.dcm", (1, 50, 10)),
                                         ("JPGExtended.dcm", (1, 1024, 256))])
-def test_lossy_and_extended_syntaxes_decode(name, shape):
+def test_lossy_and_extended_syntaxes_equal_pydicoms_rescaled_pixels(name, shape):
+    """Every pixel equals pydicom's own decoding times RescaleSlope plus RescaleIntercept
+    (693_J2KI is a CT with intercept -1024; the others have no rescale, i.e. 1 and 0)."""
+    import pydicom
+
     v = load_volume(_bundled(name))
-    assert v.shape == shape and np.isfinite(v.array).all() and v.array.std() > 0
+    ds = pydicom.dcmread(_bundled(name))
+    slope, icpt = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    expected = ds.pixel_array.astype(np.float64) * slope + icpt
+    assert v.shape == shape and expected.std() > 0
+    np.testing.assert_array_equal(v.array[0], expected.astype(np.float32))
+    if name == "693_J2KI.dcm":
+        assert v.units == "HU" and icpt == -1024.0 and float(v.array.min()) < -1000
 
 
 def test_bundled_truncated_file_named(tmp_path):

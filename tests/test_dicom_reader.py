@@ -252,6 +252,19 @@ def test_enhanced_multiframe_ct_with_shuffled_frames(tmp_path, vol):
     np.testing.assert_allclose(v.affine[:3, 3], [-10.0, -20.0, 30.0], atol=1e-5)
 
 
+def test_enhanced_multiframe_per_frame_rescale_overrides_the_shared_one(tmp_path, vol):
+    """Each frame carries its own slope and intercept (shared: slope 1, intercept -1024); the
+    values are the stored integers times the frame's slope plus the frame's intercept."""
+    rescale = [(0.5, -1000.0), (2.0, -1024.0), (1.0, -512.0), (0.25, -900.0), (3.0, -1100.0),
+               (1.0, -1024.0)]                                   # per z index
+    path = write_enhanced_ct(tmp_path / "enh.dcm", vol, frame_order=[3, 1, 0, 5, 2, 4],
+                             frame_rescale=rescale)
+    v = load_volume(path)
+    expected = np.stack([np.rint((vol[k] - b) / a) * a + b for k, (a, b) in enumerate(rescale)])
+    assert not np.array_equal(expected, vol)                     # slopes 2 and 3 round HU values
+    np.testing.assert_array_equal(v.array, expected.astype(np.float32))
+
+
 def test_compressed_series_rle_and_jpeg2000(tmp_path):
     import pydicom
     from pydicom.uid import JPEG2000Lossless, RLELossless

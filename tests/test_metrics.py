@@ -65,3 +65,98 @@ def test_thin_volumes_have_metrics() -> None:
     m = volume_metrics(ref + 0.05, ref, 1.0)
     assert 0 < m["ssim"] < 1 and 0 < m["planes"]["axial"]["ssim"] < 1
     assert math.isnan(m["planes"]["coronal"]["ssim"]) and math.isfinite(m["planes"]["coronal"]["psnr"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The one convention (medrecon.metrics docstring) and the body mask
+# ---------------------------------------------------------------------------------------------
+from medrecon.metrics import (body_mask, ct_convention, magnitude_convention,  # noqa: E402
+                              measurement_convention, score)
+
+
+def test_ct_convention_is_the_hu_window_width_in_every_unit() -> None:
+    assert ct_convention("HU").data_range == 2000.0
+    assert ct_convention("a.u.").data_range == pytest.approx(1.0)       # working units
+    assert ct_convention("1/mm").data_range == pytest.approx(2 * 0.0192)
+    card = {"name": "p", "intensity": {"convention": "window01", "window": [-1350.0, 150.0], "units": "HU"}}
+    conv = ct_convention("HU", card)
+    assert conv.data_range == 1500.0 and "prior p" in conv.describe()
+    # a window01 volume keeps its own HU window: [-1000, 1000] in a [-500, 500] window is [-0.5, 1.5]
+    assert ct_convention("window01", volume_window=(-500.0, 500.0)).window == pytest.approx((-0.5, 1.5))
+    # a prior in a.u. (the phantom prior) says nothing about HU: the default window
+    au_card = {"name": "phantom", "intensity": {"convention": "window01", "window": [0.0, 1.0], "units": "a.u."}}
+    assert ct_convention("HU", au_card).window_hu == (-1000.0, 1000.0)
+
+
+def test_the_same_reconstruction_scores_the_same_in_hu_and_in_working_units() -> None:
+    rng = np.random.default_rng(3)
+    hu = rng.uniform(-1000, 1000, (4, 16, 16))
+    recon = hu + rng.normal(0, 30, hu.shape)
+    to_w = lambda v: (v + 1000) / 2000  # noqa: E731
+    a = score(recon, hu, ct_convention("HU"))
+    b = score(to_w(recon), to_w(hu), ct_convention("a.u."))
+    assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-9) and a["ssim"] == pytest.approx(b["ssim"], abs=1e-6)
+    assert a["convention"]["kind"] == "ct-window" and "2000 HU" in a["convention"]["description"]
+
+
+def test_mr_convention_is_the_99_9th_percentile_of_the_magnitude() -> None:
+    ref = np.linspace(0, 10, 4 * 10 * 10).reshape(4, 10, 10) * np.exp(1j * 0.3)
+    conv = magnitude_convention(ref, "a.u.")
+    assert conv.data_range == pytest.approx(np.percentile(np.abs(ref), 99.9))
+    m = measurement_convention(type("M", (), {"task": "cs-mri", "attrs": {"volume": {"units": "a.u."}}})(), ref)
+    assert m.kind == "magnitude" and m.data_range == conv.data_range
+    ct = measurement_convention(type("M", (), {"task": "sparse-view-ct", "attrs": {"volume": {"units": "HU"}}})(),
+                                ref.real)
+    assert ct.kind == "ct-window" and ct.data_range == 2000.0
+
+
+def test_body_mask_keeps_the_lungs_and_drops_the_air_and_the_table() -> None:
+    z, n = 6, 48
+    yy, xx = np.mgrid[:n, :n]
+    body = np.hypot(yy - 24, xx - 24) < 16
+    lung = np.hypot(yy - 24, xx - 18) < 5
+    ref = np.full((z, n, n), -1000.0)
+    ref[:, body] = 40.0
+    ref[:, lung] = -850.0          # inside the body: a hole the mask must fill
+    ref[:, 44:46, 8:40] = 200.0    # a separate table below the body
+    mask = body_mask(ref, ct_convention("HU"))
+    assert mask[:, body].all() and not mask[:, ~body].any()
+
+
+def test_a_mask_stops_air_from_inflating_the_metrics() -> None:
+    ref = np.full((6, 48, 48), -1000.0)
+    yy, xx = np.mgrid[:48, :48]
+    inside = np.hypot(yy - 24, xx - 24) < 12
+    ref[:, inside] = np.random.default_rng(0).normal(40, 50, (6, int(inside.sum())))
+    recon = ref + np.where(inside, 100.0, 0.0)         # errors only inside; air is perfect
+    conv = ct_convention("HU")
+    whole, masked = score(recon, ref, conv), score(recon, ref, conv, body_mask(ref, conv))
+    assert masked["psnr"] == pytest.approx(20 * math.log10(2000 / 100), abs=1e-6)
+    assert whole["psnr"] > masked["psnr"] + 5 and masked["ssim"] < whole["ssim"]
+    assert masked["mask"]["voxels"] == 6 * int(inside.sum()) and whole["mask"] is None
+    assert masked["planes"]["axial"]["psnr"] == pytest.approx(masked["psnr"], abs=1e-6)
+
+
+def test_working_unit_scores_of_the_benchmarks_equal_the_convention() -> None:
+    """benchmarks/diffusion.py scores working-unit volumes with data range 1; for CT in HU and MR
+    in any scale that is exactly the convention applied in the volume's own units."""
+    from medrecon.methods import run_method
+    from medrecon.phantoms import shepp_logan_3d
+    from medrecon.tasks import CTOptions, MRIOptions, simulate, to_volume_units
+    from medrecon.volume import Volume
+
+    hu = 2000.0 * shepp_logan_3d((4, 32, 32)) - 1000.0
+    m = simulate(Volume.from_array(hu, modality="CT", units="HU"), "sparse-view-ct", ct=CTOptions(views=12))
+    w = run_method(m, "fbp")
+    ours = score(to_volume_units(w, m), hu, measurement_convention(m, hu))
+    bench = volume_metrics(w.numpy(), (hu + 1000.0) / 2000.0, 1.0)
+    assert ours["psnr"] == pytest.approx(bench["psnr"], abs=1e-6)
+    assert ours["ssim"] == pytest.approx(bench["ssim"], abs=1e-6)
+
+    mr = 230.0 * shepp_logan_3d((4, 32, 32), contrast="mr")
+    m = simulate(Volume.from_array(mr, modality="MR"), "cs-mri", mri=MRIOptions(acceleration=2.0, coils=2))
+    w = run_method(m, "zero-filled")
+    ours = score(to_volume_units(w, m), mr, measurement_convention(m, mr))
+    bench = volume_metrics(w.abs().numpy(), mr / float(m.attrs["scale"]), 1.0)
+    assert ours["psnr"] == pytest.approx(bench["psnr"], abs=1e-5)
+    assert ours["ssim"] == pytest.approx(bench["ssim"], abs=1e-5)

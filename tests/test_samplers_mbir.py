@@ -15,7 +15,7 @@ from medrecon.samplers.common import SamplingInterrupted
 from medrecon.samplers.mbir import langevin_step_sizes, mbir, mbir_sigmas
 from medrecon.samplers.config import MbirConfig
 from medrecon.solvers.admm import AdmmState, AdmmTV
-from medrecon.solvers.classical import cgls
+from medrecon.solvers.classical import cgls, sense
 from medrecon.solvers.tv import FiniteDifference
 
 
@@ -32,6 +32,16 @@ def test_mbir_beats_cgls_on_sparse_view_ct(ct) -> None:
     assert got > base + 2.0, (got, base)
     assert r.info["nfe_per_slice"] == 200
     assert r.info["sigma_first"] == pytest.approx(200.0)    # 378 clipped to the prior's range
+
+
+def test_mbir_beats_sense_on_complex_mri() -> None:
+    """Complex multi-coil MRI (x8 uniform 1D, 4 coils): the prior acts on real and imaginary
+    parts; DiffusionMBIR with the MRI weights beats the best early-stopped SENSE."""
+    op, y, truth, den = mri_problem(acceleration=8)
+    base = max(psnr(sense(op, y, k), truth, 1.0) for k in (5, 10, 20, 40))    # measured 29.2 dB
+    r = mbir(op, y, den, steps=50, seed=0, final_dc=False, lam_rel=0.005, rho_rel=0.01)
+    got = psnr(r.x, truth, 1.0)                                                # measured 32.1 dB
+    assert r.x.dtype == torch.complex64 and got > base + 2.0, (got, base)
 
 
 def test_sigma_schedule_and_corrector_step_sizes() -> None:

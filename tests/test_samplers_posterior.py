@@ -77,5 +77,10 @@ def test_reconstruct_maps_working_units_through_the_prior_window() -> None:
     direct = dds(op, imap.data_to_prior(op, y), den, steps=3, seed=2,
                  lam_rel=out.info["config"]["lam_rel"]).x
     assert torch.allclose(cold.x, imap.image_from_prior(direct), atol=1e-6)
-    post = reconstruct("dds", op, y, den, m, samples=2, steps=3)
-    assert post.std is not None and post.std.shape == post.x.shape and float(post.std.max()) > 0
+    post = reconstruct("dds", op, y, den, m, samples=2, steps=3)          # seeds 0 and 1
+    a, b = (dds(op, imap.data_to_prior(op, y), den, steps=3, seed=k, start_sigma=0.3,
+                x_init=start, lam_rel=out.info["config"]["lam_rel"]).x for k in (0, 1))
+    assert torch.allclose(post.x, imap.image_from_prior((a + b) / 2), atol=1e-6)
+    # the spread in working units: the prior-unit std times the map's scale
+    assert torch.allclose(post.std, (a - b).abs() / 2 ** 0.5 * imap.scale, atol=1e-6)
+    assert float(post.std.mean()) > 1e-3

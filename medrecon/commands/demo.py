@@ -1,4 +1,5 @@
-"""``medrecon demo``: simulate a task on an embedded phantom, reconstruct, print per-plane metrics."""
+"""``medrecon demo``: simulate a task on a shipped held-out volume (or a phantom), reconstruct with the
+classical baselines and DDS, print per-plane metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 from medrecon.device import DEVICE_CHOICES
 
 NAME = "demo"
-HELP = ("Simulate a task on the built-in 3D Shepp-Logan phantom, reconstruct it with the classical "
-        "baselines and the diffusion sampler (dds, when a prior is available), print a PSNR/SSIM table "
-        "per plane and write volumes, metrics JSON and a tri-planar figure into --output.")
+HELP = ("Simulate a task on a real volume shipped with medrecon (a chest CT slab for the CT tasks, a brain MR "
+        "for CS-MRI; both of subjects no shipped prior was trained on) or on the 3D Shepp-Logan phantom, "
+        "reconstruct it with the classical baselines and the diffusion sampler (dds), print a PSNR/SSIM table "
+        "per plane and write volumes, metrics JSON, a tri-planar figure and an HTML report into --output.")
+SHIPPED_DATA = {"lung2": "lung2_slab.nii.gz", "brain2": "brain2_slab.nii.gz"}
 
 TASK_DEFAULTS = {
     "sparse-view-ct": {"methods": ("fbp", "tv"), "prior": "phantom"},
@@ -23,9 +26,11 @@ TASK_DEFAULTS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="sparse-view-ct", help="task to simulate")
-    p.add_argument("--data", choices=("phantom", "chest-ct"), default="phantom",
-                   help="phantom: the 3D Shepp-Logan phantom; chest-ct: the held-out slab of the sample chest "
-                        "CT series (fetch it first with scripts/fetch_sample_data.py)")
+    p.add_argument("--data", choices=("auto", "lung2", "brain2", "phantom", "chest-ct"), default="auto",
+                   help="auto: lung2 for the CT tasks, brain2 for CS-MRI; lung2 / brain2: slabs of a chest CT and "
+                        "a brain MR of held-out subjects, shipped inside the package (medrecon/data/*.json: "
+                        "provenance); phantom: the 3D Shepp-Logan phantom (--shape); chest-ct: the held-out "
+                        "slab of the sample chest CT series (fetch it first with scripts/fetch_sample_data.py)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(24, 128, 128),
                    help="phantom size in voxels")
     p.add_argument("--views", type=int, default=8, help="sparse-view CT: number of views")
@@ -35,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="medrecon-demo", help="output folder (created; files are not overwritten "
                    "unless --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--mask", choices=("none", "body"), default="none",
+                   help="metrics over the whole volume (none) or inside the body (body mask of the reference)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
 
@@ -43,20 +50,37 @@ def run(args: argparse.Namespace) -> int:
     from medrecon import phantoms
     from medrecon.device import resolve_device
     from medrecon.io import save_volume
-    from medrecon.io.atomic import write_text_atomic
+    from medrecon.io.atomic import atomic_path, check_writable
     from medrecon.methods import DIFFUSION, run_method
-    from medrecon.metrics import format_table, volume_metrics
+    from medrecon.metrics import body_mask, format_table, measurement_convention, score
+    from medrecon.prior.checkpoint import read_card, resolve
+    from medrecon.provenance import provenance, write_json
+    from medrecon.report import figure_png_bytes, write_html_report
     from medrecon.tasks import CTOptions, MRIOptions, output_volume, simulate, to_volume_units
+    from medrecon.viz import comparison_figure, measurement_display
     from medrecon.volume import Volume
 
     device = resolve_device(args.device)
     out = Path(args.output)
+    methods = list(TASK_DEFAULTS[args.task]["methods"])
+    if not args.no_diffusion and "dds" in DIFFUSION:
+        methods.append("dds")
+    for name in [f"{m}.nii.gz" for m in methods] + ["reference.nii.gz", "metrics.json", "comparison.png",
+                                                    "report.html"]:
+        check_writable(out / name, args.overwrite)  # before any work
     out.mkdir(parents=True, exist_ok=True)
-    if args.data == "chest-ct":
+    data = args.data if args.data != "auto" else ("brain2" if args.task == "cs-mri" else "lung2")
+    if (data in ("chest-ct", "lung2")) == (args.task == "cs-mri") and data != "phantom":
+        from medrecon.errors import UserError
+        raise UserError(f"--data {data} is {'a CT' if data != 'brain2' else 'an MR'} volume; "
+                        f"it does not fit --task {args.task}")
+    if data in SHIPPED_DATA:
+        from importlib.resources import files
+
+        from medrecon.io import load_volume
+        volume = load_volume(str(files("medrecon") / "data" / SHIPPED_DATA[data]))
+    elif data == "chest-ct":
         from medrecon.datasets import chest_ct_slab
-        if args.task == "cs-mri":
-            from medrecon.errors import UserError
-            raise UserError("--data chest-ct is a CT series; use it with a CT task")
         volume = chest_ct_slab("test")
     else:
         contrast = "mr" if args.task == "cs-mri" else "ct"
@@ -65,35 +89,44 @@ def run(args: argparse.Namespace) -> int:
     m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
                  mri=MRIOptions(acceleration=args.acceleration), device=device)
     reference = volume.array
-    # CT in HU: metrics on the [-1000, 1000] HU window's range (2000 HU); phantoms: their own range
-    data_range = 2000.0 if volume.units == "HU" else float(reference.max() - reference.min())
-    methods = list(TASK_DEFAULTS[args.task]["methods"])
-    if not args.no_diffusion and "dds" in DIFFUSION:
-        methods.append("dds")
+    prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
+    card = read_card(resolve(prior)) if "dds" in methods else None
+    # one convention (medrecon.metrics): CT in the prior's HU window, MR on the normalised magnitude
+    convention = measurement_convention(m, reference, card)
+    mask = body_mask(reference, convention) if args.mask == "body" else None
+    prov = provenance(device=device, seed=args.seed, prior=prior if card is not None else None,
+                      inputs=[volume.source["path"]] if volume.source.get("path") else [],
+                      command=getattr(args, "command_line", None))
     results, volumes, seconds = {}, {}, {}
     for method in methods:
-        prior = "chest-ct" if args.data == "chest-ct" else TASK_DEFAULTS[args.task]["prior"]
         settings = {"prior": prior, "seed": args.seed} if method == "dds" else None
         start = time.perf_counter()
         recon = run_method(m, method, settings, device=device, progress=not args.quiet)
         seconds[method] = time.perf_counter() - start
         volumes[method] = to_volume_units(recon, m)
-        results[method] = volume_metrics(volumes[method], reference, data_range)
+        results[method] = score(volumes[method], reference, convention, mask)
         save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"), out / f"{method}.nii.gz",
                     overwrite=args.overwrite)
     save_volume(volume, out / "reference.nii.gz", overwrite=args.overwrite)
-    print(f"{args.task} on {args.data} {reference.shape}, device {device}")
+    print(f"{args.task} on {data} {reference.shape}, device {device}")
     print(format_table(results))
+    print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    summary = {"task": args.task, "data": args.data, "shape": list(reference.shape), "data_range": data_range,
+    summary = {"task": args.task, "data": data, "shape": list(reference.shape),
+               "settings": {"views": args.views, "wedge": args.wedge, "acceleration": args.acceleration,
+                            "methods": methods, "prior": prior if card is not None else None},
                "seconds": seconds, "metrics": results}
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n", overwrite=args.overwrite)
-    try:
-        from medrecon.viz import triplanar_figure
-    except ImportError:
-        triplanar_figure = None
-    if triplanar_figure is not None:
-        triplanar_figure({"reference": reference, **volumes}, out / "comparison.png", reference=reference,
-                         data_range=data_range, overwrite=args.overwrite)
-    print(f"wrote volumes, metrics.json{' and comparison.png' if triplanar_figure else ''} to {out}/")
+    write_json(out / "metrics.json", summary, prov, overwrite=args.overwrite)
+    display = measurement_display(m, reference, "prior", card)
+    fig = comparison_figure(reference, volumes, display, volume.spacing, convention, mask,
+                            affine=volume.affine,
+                            title=f"medrecon demo: {args.task} on {data} {reference.shape}")
+    png = figure_png_bytes(fig)
+    with atomic_path(out / "comparison.png", overwrite=args.overwrite, what="figure") as tmp:
+        tmp.write_bytes(png)
+    write_html_report(out / "report.html", overwrite=args.overwrite, title=f"medrecon demo: {args.task} on {data}",
+                      metrics=results, settings=summary["settings"], provenance=prov, figure_png=png,
+                      seconds=seconds, notes=[f"Volume {reference.shape} (Z, Y, X), spacing "
+                                              f"{tuple(round(s, 3) for s in volume.spacing)} mm, device {device}."])
+    print(f"wrote volumes, metrics.json, comparison.png and report.html to {out}/")
     return 0

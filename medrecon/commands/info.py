@@ -97,7 +97,7 @@ def _dicom(path: Path, args: argparse.Namespace) -> int:
                           spacing_tolerance=args.spacing_tolerance)
         report["loaded"] = _volume_info(vol)
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(_with_provenance(report, path, args), indent=2, default=str))
         return 0
     print(f"DICOM {path}: {len(series)} image series")
     for s in series:
@@ -127,7 +127,13 @@ def _dicom(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _measurement(path: Path, as_json: bool) -> int:
+def _with_provenance(report: dict, path: Path, args: argparse.Namespace) -> dict:
+    from medrecon.provenance import provenance
+    return {**report, "provenance": provenance(inputs=[path], command=getattr(args, "command_line", None))}
+
+
+def _measurement(path: Path, args: argparse.Namespace) -> int:
+    as_json = args.json
     from medrecon.io import load_measurement
     m = load_measurement(path)
     report = {"kind": "measurement", "path": str(path), "task": m.task,
@@ -135,7 +141,7 @@ def _measurement(path: Path, as_json: bool) -> int:
               "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in m.arrays.items()},
               "geometry": m.geometry, "attrs": m.attrs}
     if as_json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(_with_provenance(report, path, args), indent=2, default=str))
         return 0
     print(f"{path}: {m.summary()}")
     if m.geometry:
@@ -157,11 +163,11 @@ def run(args: argparse.Namespace) -> int:
         vol = load_volume(path)
         info = _volume_info(vol)
         if args.json:
-            print(json.dumps({**info, "path": str(path)}, indent=2, default=str))
+            print(json.dumps(_with_provenance({**info, "path": str(path)}, path, args), indent=2, default=str))
         else:
             print(f"NIfTI {path}:")
             _print_volume(info, vol)
         return 0
     if path.is_file() and is_measurement_file(path):
-        return _measurement(path, args.json)
+        return _measurement(path, args)
     return _dicom(path, args)

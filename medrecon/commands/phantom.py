@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from medrecon.errors import UserError
 
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise UserError(f"--spacing {' '.join(map(str, args.spacing))}: expected three positive "
+                        "voxel sizes in mm")
     if args.kind == "shepp-logan":
         array = phantoms.shepp_logan_3d(args.shape, contrast=args.contrast)
     else:

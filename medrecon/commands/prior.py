@@ -45,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.prior_action == "import":
+        from medrecon.provenance import provenance
         from medrecon.published.importer import import_published, read_config
 
         config = read_config(args.config, args.format)
+        prov = provenance(inputs=[args.file, args.config], command=getattr(args, "command_line", None))
         out = import_published(args.format, args.file, args.output, config=config,
-                               name=args.name, overwrite=args.overwrite)
+                               name=args.name, overwrite=args.overwrite, provenance=prov)
         log.info("wrote prior %s", out)
         print(out)
         return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
@@ -17,8 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prior", metavar="PRIOR", help="shipped prior name (phantom, chest-ct, brain-mri) or directory")
     p.add_argument("--data", required=True, nargs="+",
                    help="held-out slices: 'phantoms' (test seeds >= 1000000), 'chest-ct' (test slab 41-64), "
-                        "'brain-mri' (test slab), or NIfTI files / DICOM directories (windowed with the "
-                        "prior's window)")
+                        "'brain-mri' (MNI template test slab), 'lung2' / 'brain2' (held-out sample subjects), "
+                        "or NIfTI / NRRD files / DICOM directories (in the prior's intensity convention: its "
+                        "window, or the normalised magnitude of an MR prior)")
     p.add_argument("--slices", type=int, default=16, help="number of held-out slices to use (evenly spaced)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4],
                    help="noise levels in prior units ([0, 1] window)")
@@ -29,36 +29,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def held_out_slices(data: list[str], card: dict, size: int):
-    """``[N, H, W]`` held-out slices in the prior's units."""
+    """``[N, H, W]`` held-out slices in the prior's units (the training pipeline's own preparation,
+    :func:`medrecon.prior.data.training_slices`, under the card's intensity convention)."""
+    import numpy as np
     import torch
 
     from medrecon import datasets
     from medrecon.io import load_volume
-    from medrecon.prior.data import windowed_slices
+    from medrecon.prior.data import training_slices
 
-    window = card["intensity"].get("window")
     if data == ["phantoms"]:
         from medrecon.phantoms import TEST_SEED_START, random_ellipsoids
         contrast = "mr" if "mr" in str(card.get("training", {}).get("data", "")).lower() else "ct"
         vols = [random_ellipsoids((8, size, size), TEST_SEED_START + 100 + k, contrast) for k in range(2)]
-        import numpy as np
         return torch.from_numpy(np.concatenate(vols))
+    intensity = dict(card["intensity"])
+    if intensity.get("convention") == "normalised":
+        intensity.update(intensity["normalisation"])
     if data == ["chest-ct"]:
-        volume = datasets.chest_ct_slab("test", size)
+        volumes = [datasets.chest_ct_slab("test", size)]
     elif data == ["brain-mri"]:
-        volume = datasets.brain_mri_slab("test", size)
+        volumes = [datasets.brain_mri_slab("test", size)]
+    elif data in (["lung2"], ["brain2"]):
+        volumes = [datasets.real_volume(data[0])]
     else:
-        import numpy as np
-        stacks = [windowed_slices(load_volume(p), size, window)[0] for p in data]
-        return torch.from_numpy(np.concatenate(stacks))
-    return torch.from_numpy(windowed_slices(volume, size, window)[0])
+        volumes = [load_volume(p) for p in data]
+    return torch.from_numpy(np.concatenate([training_slices(v, size, intensity) for v in volumes]))
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from medrecon.device import resolve_device
-    from medrecon.io.atomic import write_text_atomic
+    from medrecon.provenance import provenance, write_json
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
@@ -78,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         result = {"prior": prior.card["name"], "data": args.data, "slices": int(len(slices)),
                   "seed": args.seed, "denoising": rows}
-        write_text_atomic(out / "prior_eval.json", json.dumps(result, indent=2) + "\n", overwrite=True)
+        prov = provenance(device=device, seed=args.seed, prior=args.prior,
+                          inputs=[d for d in args.data if Path(d).exists()],
+                          command=getattr(args, "command_line", None))
+        write_json(out / "prior_eval.json", result, prov, overwrite=True)
         if args.samples > 0:
             samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
             samples_figure(samples.clamp(0, 1), slices[: args.samples],

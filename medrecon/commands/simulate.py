@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medrecon import units
 from medrecon.device import DEVICE_CHOICES
 from medrecon.tasks import TASKS, CTOptions, MRIOptions
 
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS, help="what to simulate")
     p.add_argument("--input", required=True, metavar="VOLUME", help="NIfTI file or DICOM series directory")
     p.add_argument("--series", default=None, help="DICOM: SeriesInstanceUID or index when the folder holds several")
+    units.add_arguments(p)
     p.add_argument("--output", required=True, metavar="MEAS.h5", help="measurement file to write (HDF5)")
     p.add_argument("--slices", default=None, metavar="A:B",
                    help="simulate only the slab of volume slices A..B-1 (default: every slice)")
@@ -53,14 +55,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medrecon.device import resolve_device
-    from medrecon.io import load_volume
-    from medrecon.io.measurements import save_measurement
-    from medrecon.tasks import simulate
+    from pathlib import Path
 
     from medrecon.datasets import select_and_resample
+    from medrecon.device import resolve_device
+    from medrecon.io import load_volume
+    from medrecon.io.atomic import check_writable
+    from medrecon.io.measurements import save_measurement
+    from medrecon.provenance import provenance
+    from medrecon.tasks import simulate
 
-    volume = select_and_resample(load_volume(args.input, series=args.series), args.slices, args.size)
+    check_writable(Path(args.output), args.overwrite, "measurement file")
+    volume = units.declare(load_volume(args.input, series=args.series), args.units, args.modality,
+                           where=f"--input {args.input}")
+    units.warn_if_hu_like(volume, args.task, where=f"--input {args.input}")
+    volume = select_and_resample(volume, args.slices, args.size)
     ct = CTOptions(views=args.views, wedge=args.wedge, start=args.start, step=args.step, beam=args.beam,
                    source_origin=args.source_origin, origin_detector=args.origin_detector,
                    detectors=args.detectors, detector_spacing=args.detector_spacing, i0=args.i0)
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                      calib=args.calib, coils=args.coils, sigma=args.sigma)
     m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=resolve_device(args.device))
     m.attrs["input"] = str(args.input)
+    m.attrs["provenance"] = provenance(device=resolve_device(args.device), seed=args.seed, inputs=[args.input],
+                                       command=getattr(args, "command_line", None))
     save_measurement(args.output, m, overwrite=args.overwrite)
     extra = (f", effective acceleration x{m.attrs['acceleration']:.2f}" if args.task == "cs-mri" else
              f", {m.data.shape[1]} views x {m.data.shape[2]} detector bins")

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -132,15 +131,6 @@ def intensity_card(data) -> dict:
                            f"({data.window[1]:g} - {data.window[0]:g}), {data.units}"}
 
 
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def loss_curve_png(trainer) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
@@ -173,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.prior.checkpoint import save_prior
     from medrecon.prior.network import FAMILY
     from medrecon.prior.train import Trainer, TrainConfig, init_distributed
+    from medrecon.provenance import provenance as provenance_block
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,9 +196,9 @@ def run(args: argparse.Namespace) -> int:
         init = trainer.init_from_prior(args.init_from)
         print(f"started from {init['directory']} ({init['copied']} tensors copied, {len(init['fresh'])} fresh, "
               f"{len(init['dropped'])} dropped)")
-    command = "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["train"] \
-        else "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    revision = git_revision()
+    command = getattr(args, "command_line", None) or "medrecon train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    prov = provenance_block(device=device, seed=config.seed, command=command, prior=args.init_from or None,
+                            inputs=[args.config] + [d for d in args.data if Path(d).exists()])
 
     def export(t: Trainer) -> None:
         card = {
@@ -225,16 +216,18 @@ def run(args: argparse.Namespace) -> int:
                          "final_loss": (sum(v for _, v in t.losses[-100:]) / len(t.losses[-100:]))
                          if t.losses else None,
                          "final_val_loss": t.val_losses[-1][1] if t.val_losses else None,
-                         "git_revision": revision, "config": config.to_dict(),
+                         "git_revision": prov["git_revision"], "config": config.to_dict(),
                          "initialised_from": None if init is None else
                          {k: v for k, v in init.items() if k not in ("fresh", "dropped")} |
                          {"fresh_tensors": len(init["fresh"]), "dropped_tensors": len(init["dropped"])},
                          "world_size": t.world},
             "parameters": sum(p.numel() for p in t.model.parameters()),
+            "provenance": prov,
         }
         save_prior(output, card, t.ema.state_dict(), t.model.state_dict(), overwrite=True,
                    extras={"loss_curve.png": loss_curve_png(t),
-                           "losses.json": json.dumps({"train": t.losses[::10], "val": t.val_losses})})
+                           "losses.json": json.dumps({"train": t.losses[::10], "val": t.val_losses,
+                                                      "provenance": prov})})
 
     trainer.fit(progress=not args.quiet, on_checkpoint=export)
     if trainer.rank == 0:

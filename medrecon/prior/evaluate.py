@@ -40,6 +40,18 @@ def _mean_psnr(images: np.ndarray, refs: np.ndarray) -> float:
     return float(np.mean([psnr(a, r, 1.0) for a, r in zip(images, refs)]))
 
 
+def best_tv_denoise(noisy: np.ndarray, ref: np.ndarray, sigma: float) -> tuple[float, float]:
+    """``(mean PSNR, weight)`` of scikit-image's Chambolle TV on ``[N, H, W]`` slices at the best
+    weight of ``TV_WEIGHT_FACTORS * sigma`` (an oracle choice on the same slices)."""
+    best, best_w = -math.inf, None
+    for factor in TV_WEIGHT_FACTORS:
+        w = factor * sigma
+        value = _mean_psnr(np.stack([denoise_tv_chambolle(s, weight=w) for s in noisy]), ref)
+        if value > best:
+            best, best_w = value, w
+    return best, best_w
+
+
 def denoising_table(denoiser: Denoiser, slices: torch.Tensor, sigmas: Sequence[float] = SIGMAS,
                     seed: int = 0, device: torch.device | str = "cpu") -> list[dict]:
     """Per sigma: the noisy, prior and best-TV PSNR (dB) and the TV weight, on ``[N, H, W]`` slices in [0, 1]."""
@@ -50,13 +62,7 @@ def denoising_table(denoiser: Denoiser, slices: torch.Tensor, sigmas: Sequence[f
         gen = torch.Generator().manual_seed(seed * 1000 + k)
         noisy = clean + sigma * torch.randn(clean.shape, generator=gen)
         prior = denoise_in_chunks(denoiser, noisy.to(device), sigma).cpu().numpy()
-        best_tv, best_w = -math.inf, None
-        for factor in TV_WEIGHT_FACTORS:
-            w = factor * sigma
-            tv = np.stack([denoise_tv_chambolle(s, weight=w) for s in noisy.numpy()])
-            value = _mean_psnr(tv, ref)
-            if value > best_tv:
-                best_tv, best_w = value, w
+        best_tv, best_w = best_tv_denoise(noisy.numpy(), ref, sigma)
         rows.append({"sigma": sigma, "noisy_psnr": _mean_psnr(noisy.numpy(), ref),
                      "prior_psnr": _mean_psnr(prior, ref), "tv_psnr": best_tv, "tv_weight": best_w,
                      "gain_over_tv_db": _mean_psnr(prior, ref) - best_tv})

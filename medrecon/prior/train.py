@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.prior.data import SliceSet, draw_batch
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig

@@ -287,11 +287,12 @@ def make_card(fmt: str, net_config: Mapping[str, Any], intensity: Mapping[str, A
 
 def import_published(fmt: str, checkpoint: str | Path, output: str | Path,
                      config: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, provenance: Optional[Mapping[str, Any]] = None) -> Path:
     """Convert a published checkpoint into a medrecon prior directory; returns its path.
 
     ``config``: the network configuration (published key names accepted; optional ``intensity``
     and ``name`` sections for the card); default: the published AAPM-256 config of ``fmt``.
+    ``provenance``: the block recorded as the card's ``"provenance"`` (:mod:`medrecon.provenance`).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -310,4 +311,6 @@ def import_published(fmt: str, checkpoint: str | Path, output: str | Path,
     parameters = sum(p.numel() for p in build_network(fmt, net_cfg, "meta").parameters())
     card = make_card(fmt, net_cfg, intensity, name or cfg_name or out.name, src, _sha256(src),
                      step, parameters, raw_state is not None)
+    if provenance is not None:
+        card["provenance"] = dict(provenance)
     return write_prior_dir(out, card, ema_state, raw_state, overwrite=overwrite)

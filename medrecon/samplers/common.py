@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
 
-from medrecon.errors import UserError
+from medrecon.errors import Interrupted, UserError
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
+from medrecon.progress import tqdm
 from medrecon.samplers.state import StateStore, Tensors
 
 if TYPE_CHECKING:
@@ -42,8 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# ``trace(i, quantities)``: called inside step ``i`` (0-based) with that step's intermediate values
+# (names in each sampler's docstring; tensors are the sampler's own: read, do not modify).
+# For tests and debugging; it does not change the result.
+Trace = Callable[[int, dict[str, Any]], None]
 
-class SamplingInterrupted(UserError):
+
+class SamplingInterrupted(Interrupted):
     """SIGINT/SIGTERM arrived during sampling; the state was saved and the run can be resumed."""
 
 

@@ -13,7 +13,12 @@ each of the ``steps`` DDIM steps (timesteps 980, 960, ..., 0 for 50 steps) does
     x      = x0' + sigma_t' (eta z + sqrt(1 - eta^2) eps),     z ~ N(0, I)
 
 and the step after timestep 0 goes to the clean image (``sigma = 0``). The start is
-``x_T = sqrt(1 + sigma_T^2) n`` (the VP ``N(0, I)``) or 0 with ``init_noise=False``.
+``x_T = sqrt(1 + sigma_T^2) n`` (the VP ``N(0, I)``) or 0 with ``init_noise=False``; a warm start
+(``start_sigma > 0``) is ``x = x_init + sigma_T n`` with the ADMM split ``z = D_z x_init, u = 0``.
+
+``trace(i, q)`` (optional) sees step ``i``'s quantities ``q``: ``sigma``, ``sigma_next`` (floats),
+``x`` (the input prior batch), ``x0_hat`` (Tweedie), ``eps``, ``x0_dc`` (data consistency, a
+volume), ``noise`` (``z``, None when not drawn) and ``x_next`` (the re-noised prior batch).
 
 The timesteps are capped where ``sigma_t`` exceeds the prior's ``sigma_max`` (a denoiser trained
 up to sigma_max = 80 starts at t ~ 933 instead of 980; the steps are spread evenly on [0, cap]),
@@ -40,7 +45,7 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
-                                      check_problem, data_residual, from_prior_batch,
+                                      Trace, check_problem, data_residual, from_prior_batch,
                                       global_norm, prior_chunked, real_dtype, run_steps,
                                       to_prior_batch, volume_shape)
 from medrecon.samplers.config import DdsConfig, with_overrides
@@ -133,7 +138,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         config: Optional[DdsConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
         store: Optional[StateStore] = None, save_every: int = 0, resume: bool = False,
         progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
-        x_init: Optional[torch.Tensor] = None, slab: Optional["Slab"] = None,
+        x_init: Optional[torch.Tensor] = None, trace: Optional[Trace] = None,
+        slab: Optional["Slab"] = None,
         **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DDS (module docstring).
 
@@ -147,6 +153,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         op_norm_sq: ``||A||^2`` if known (else power iteration) for the relative weights.
         store, save_every, resume, progress, callback: see :class:`RunOptions`.
         x_init: ``[Z, Y, X]`` start image in prior units (required when ``start_sigma > 0``).
+        trace: ``trace(i, quantities)`` inside every step (module docstring); None: off.
         slab: this process's z-slab of a distributed run (``op``, ``y``, ``x_init`` and the
             result are then its slices); None: one process.
     Returns:
@@ -201,7 +208,11 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
         last["x0"] = x0
         z = noise.normal(batch_shape, rdt, device) if (cfg.eta > 0 and sig_next[i] > 0) else None
-        return {"x": ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z), **state}
+        x_next = ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z)
+        if trace is not None:
+            trace(i, {"sigma": sigma, "sigma_next": sig_next[i], "x": xr, "x0_hat": x0r,
+                      "eps": eps, "x0_dc": x0, "noise": z, "x_next": x_next})
+        return {"x": x_next, **state}
 
     def residual(t: Tensors) -> float:
         x = last.get("x0", from_prior_batch(t["x"], cplx))

@@ -10,7 +10,8 @@ Because ``A`` is linear, the measurement of ``x`` maps to the measurement of ``x
 ``x = lo + (hi - lo) x_p``. An extra affine change of physical units (e.g. HU to linear
 attenuation, ``mu = mu_water (1 + HU / 1000)``) composes with :meth:`IntensityMap.then`.
 
-MRI has no absolute intensity scale. medrecon's k-space normalisation (:func:`mri_intensity`):
+MRI has no absolute intensity scale. medrecon's k-space normalisation (:func:`mri_intensity`,
+used by every prior whose card says ``intensity.convention = "normalised"``):
 scale so that the 99th percentile of the magnitude of a short SENSE reconstruction
 (10 CG iterations of ``A^H A x = A^H y``) equals ``target`` (1 by default, the top of a [0, 1]
 window); i.e. ``lo = 0`` and ``hi - lo = p99 / target``. Complex images never get an offset.
@@ -112,7 +113,25 @@ def mri_intensity(op: LinearOperator, y: torch.Tensor, percentile: float = 99.0,
     return IntensityMap(0.0, p / target)
 
 
-def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]]) -> IntensityMap:
+def normalisation(card: Mapping[str, Any]) -> Optional[dict]:
+    """The MR normalisation of a card whose intensity convention is "normalised" (else None):
+    ``{"method": "percentile", "percentile": P, "target": T}``."""
+    intensity = card.get("intensity", {}) if isinstance(card, Mapping) else {}
+    if intensity.get("convention") != "normalised":
+        return None
+    norm = intensity.get("normalisation")
+    if not isinstance(norm, Mapping) or norm.get("method") != "percentile":
+        raise DataError(f"prior card {card.get('name', '?')!r}: a 'normalised' intensity needs "
+                        f"normalisation {{method: percentile, percentile, target}}")
+    try:
+        return {"method": "percentile", "percentile": float(norm["percentile"]), "target": float(norm["target"])}
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"prior card {card.get('name', '?')!r}: normalisation needs numeric "
+                        f"percentile and target") from None
+
+
+def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]], op: Optional[LinearOperator] = None,
+                              y: Optional[torch.Tensor] = None) -> IntensityMap:
     """The map between a measurement's working units (:mod:`medrecon.tasks`) and a prior's units:
     ``w = lo + scale * p``, so ``data_to_prior`` turns working-unit data into prior-unit data and
     ``image_from_prior`` a prior-unit result into working units.
@@ -123,9 +142,21 @@ def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]]) -> Inte
     ``m.attrs["scale"]`` (``w = value / scale``), so a prior window in those units ("a.u.")
     maps through that scale (it must start at 0); a "window01" prior window is taken in working
     units. No card (an analytic or test prior): the identity.
+
+    A card with intensity convention "normalised" (medrecon's MR priors) carries no physical
+    window: the map is :func:`mri_intensity` of the measurement itself (``op``, ``y``), so the
+    reconstruction does not depend on the file's intensity scale (``y -> c y`` gives ``x -> c x``).
     """
     if card is None:
         return IntensityMap(0.0, 1.0)
+    norm = normalisation(card)
+    if norm is not None:  # scale-free MR prior: normalise by the data themselves (op, y in working units)
+        if op is None or y is None:
+            raise UserError(f"prior {card.get('name', '?')!r} normalises by the measurement: pass op and y")
+        if not op.in_dtype.is_complex:
+            raise UserError(f"prior {card.get('name', '?')!r} is an MR prior (normalised magnitude); "
+                            f"the data are not MRI k-space")
+        return mri_intensity(op, y, norm["percentile"], norm["target"])
     prior = window_map(card)
     units = str(card.get("intensity", {}).get("units", "a.u."))
     task = getattr(m, "task", None)

@@ -15,9 +15,15 @@ predictor step); norms are per image (``corrector_norm="slice"``) or averaged ov
 (``"chunk"``, published). The last step adds no noise (its predictor and corrector return their
 means). ``final_dc`` ends with ``x += A^T (y - A x) / A^T A 1`` (published, CT only).
 Two network evaluations per slice per step. Complex volumes: as in :mod:`medrecon.samplers.dds`,
-the prior acts on real and imaginary parts as separate images. Distributed (``slab``): as DDS;
-chunk-averaged corrector norms are averaged over the chunks of the whole volume's prior batch
-(the per-image norms are all-gathered), so they match a single process too.
+the prior acts on real and imaginary parts as separate images. The start is ``x = sigma_0 n``.
+Distributed (``slab``): as DDS; chunk-averaged corrector norms are averaged over the chunks of
+the whole volume's prior batch (the per-image norms are all-gathered), so they match a single
+process too.
+
+``trace(i, q)`` (optional) sees step ``i``'s quantities ``q``: ``sigma``, ``sigma_next`` (floats),
+``x`` (the input prior batch), ``score`` and ``noise`` of the predictor, ``x_predictor``,
+``score_corrector``, ``noise_corrector``, ``step_size`` (``e`` per image, ``[B, 1, 1]``),
+``x_corrector`` and ``x_next`` (after the ADMM iteration, a prior batch).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
-                                      check_problem, data_residual, from_prior_batch,
+                                      Trace, check_problem, data_residual, from_prior_batch,
                                       global_norm, prior_chunked, real_dtype, run_steps,
                                       to_prior_batch, volume_shape)
 from medrecon.samplers.config import MbirConfig, with_overrides
@@ -83,10 +89,12 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
          config: Optional[MbirConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
          store: Optional[StateStore] = None, save_every: int = 0, resume: bool = False,
          progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
-         slab: Optional["Slab"] = None, **overrides: Any) -> SampleResult:
+         trace: Optional[Trace] = None, slab: Optional["Slab"] = None,
+         **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DiffusionMBIR (module docstring).
 
-    Arguments as :func:`medrecon.samplers.dds.dds`, with an :class:`MbirConfig`.
+    Arguments as :func:`medrecon.samplers.dds.dds`, with an :class:`MbirConfig` (no ``x_init``;
+    ``trace`` keys in the module docstring).
     """
     if config is not None and not isinstance(config, MbirConfig):
         raise UserError(f"expected a MbirConfig, got {type(config).__name__}")
@@ -120,24 +128,30 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         return {"x": x, "z": zero, "u": zero.clone()}
 
     def step(i: int, t: Tensors) -> Tensors:
-        xr, s, final = t["x"], sigmas[i], i == len(sigmas) - 1
+        x_in, s, final = t["x"], sigmas[i], i == len(sigmas) - 1
         g2 = s * s - adjacent[i] ** 2
         with timer.measure("network"):
-            score = prior_chunked(denoiser, xr, s, cfg.chunk, kind="score")
+            score_p = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score")
         zp = noise.normal(batch_shape, rdt, device)
-        xr = xr + g2 * score
+        x_p = x_in + g2 * score_p
         if not final:
-            xr = xr + math.sqrt(g2) * zp
+            x_p = x_p + math.sqrt(g2) * zp
         with timer.measure("network"):
-            score = prior_chunked(denoiser, xr, s, cfg.chunk, kind="score")
+            score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score")
         zc = noise.normal(batch_shape, rdt, device)
-        e = langevin_step_sizes(score, zc, cfg.snr, norm_chunk, slab)
-        xr = xr + e * score
+        e = langevin_step_sizes(score_c, zc, cfg.snr, norm_chunk, slab)
+        x_c = x_p + e * score_c
         if not final:
-            xr = xr + torch.sqrt(2.0 * e) * zc
+            x_c = x_c + torch.sqrt(2.0 * e) * zc
         with timer.measure("physics"):
-            x, st = admm.step(from_prior_batch(xr, cplx), AdmmState(z=t["z"], u=t["u"]))
-        return {"x": to_prior_batch(x), "z": st.z, "u": st.u}
+            x, st = admm.step(from_prior_batch(x_c, cplx), AdmmState(z=t["z"], u=t["u"]))
+        x_next = to_prior_batch(x)
+        if trace is not None:
+            trace(i, {"sigma": s, "sigma_next": adjacent[i], "x": x_in, "score": score_p,
+                      "noise": zp, "x_predictor": x_p, "score_corrector": score_c,
+                      "noise_corrector": zc, "step_size": e, "x_corrector": x_c,
+                      "x_next": x_next})
+        return {"x": x_next, "z": st.z, "u": st.u}
 
     def residual(t: Tensors) -> float:
         return data_residual(op, from_prior_batch(t["x"], cplx), y, y_norm, slab)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.physics.operator import LinearOperator
 from medrecon.solvers.cg import Reduce, conjugate_gradient

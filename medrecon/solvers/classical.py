@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from medrecon.progress import tqdm
 
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator, operator_norm

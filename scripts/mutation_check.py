@@ -1,0 +1,231 @@
+"""Check that the test suite catches one-line bugs in the samplers, solvers and readers.
+
+Each mutation replaces one line of medrecon's source in a scratch copy of the repository (the
+working tree is never touched) and runs the listed default-suite tests there; the mutation is
+*caught* when at least one of them fails. The report names the failing tests.
+
+    python scripts/mutation_check.py                     # every mutation
+    python scripts/mutation_check.py --only dds-eps-sign warm-start-no-noise
+    python scripts/mutation_check.py --list
+    python scripts/mutation_check.py --json mutations.json
+
+Exit status 1 when a mutation is not caught, 2 when a mutation no longer applies (its line
+changed: update the pattern here). Run with ``OMP_NUM_THREADS=1 nice -n 10`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SAMPLER_TESTS = ("tests/test_sampler_trajectories.py", "tests/test_samplers_dds.py",
+                 "tests/test_samplers_mbir.py", "tests/test_samplers_posterior.py",
+                 "tests/test_sampler_resume.py", "tests/test_samplers_published.py")
+SOLVER_TESTS = ("tests/test_solvers.py", "tests/test_operator_contract.py") + SAMPLER_TESTS
+DICOM_TESTS = ("tests/test_dicom_reader.py", "tests/test_dicom_bundled.py")
+CT_TESTS = ("tests/test_ct.py", "tests/test_operator_contract.py")
+CLI_TESTS = ("tests/test_cli_paths.py",)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str          # file under the repository root
+    old: str           # exact text, must occur once
+    new: str
+    tests: tuple[str, ...]
+    why: str
+
+
+MUTATIONS = [
+    # -- the four of issue 15 --------------------------------------------------------------
+    Mutation("dds-eps-sign", "medrecon/samplers/dds.py",
+             "eps = (xr - x0r) / sigma", "eps = (x0r - xr) / sigma", SAMPLER_TESTS,
+             "DDS re-noises with -eps"),
+    Mutation("warm-start-no-noise", "medrecon/samplers/dds.py",
+             "x = to_prior_batch(x_start) + noise.normal(batch_shape, rdt, device) * sigmas[0]",
+             "x = to_prior_batch(x_start)", SAMPLER_TESTS,
+             "the warm start drops sigma_0 n"),
+    Mutation("warm-start-split-zero", "medrecon/samplers/dds.py",
+             'return {"x": x, **dc.initial_state(x_start)}',
+             'return {"x": x, **dc.initial_state(None)}', SAMPLER_TESTS,
+             "the warm start resets the ADMM split to z = 0"),
+    Mutation("dicom-per-frame-slope", "medrecon/io/dicom_reader.py",
+             'slope = get("PixelValueTransformationSequence", "RescaleSlope")',
+             'slope = _first(shared, "PixelValueTransformationSequence", "RescaleSlope")',
+             DICOM_TESTS, "an enhanced multi-frame file's per-frame slope is ignored"),
+    # -- more, in the samplers and solvers -------------------------------------------------
+    Mutation("ddim-eta-weight", "medrecon/samplers/dds.py",
+             "out = x0 + (sigma_next * math.sqrt(1.0 - eta * eta)) * eps",
+             "out = x0 + (sigma_next * math.sqrt(1.0 - eta)) * eps", SAMPLER_TESTS,
+             "sqrt(1 - eta) instead of sqrt(1 - eta^2)"),
+    Mutation("ddim-noise-without-eta", "medrecon/samplers/dds.py",
+             "out = out + (sigma_next * eta) * z", "out = out + sigma_next * z", SAMPLER_TESTS,
+             "fresh noise not weighted by eta"),
+    Mutation("dds-cold-start-scale", "medrecon/samplers/dds.py",
+             "x = noise.normal(batch_shape, rdt, device) * math.sqrt(1.0 + sigmas[0] ** 2)",
+             "x = noise.normal(batch_shape, rdt, device) * sigmas[0]", SAMPLER_TESTS,
+             "the VP N(0, I) start scaled as VE"),
+    Mutation("dds-2d-dc-drops-anchor", "medrecon/samplers/dds.py",
+             "rhs = self.aty + w * x0 if w > 0 else self.aty", "rhs = self.aty", SAMPLER_TESTS,
+             "proximal data consistency without the Tweedie anchor"),
+    Mutation("mbir-predictor-noise-scale", "medrecon/samplers/mbir.py",
+             "x_p = x_p + math.sqrt(g2) * zp", "x_p = x_p + g2 * zp", SAMPLER_TESTS,
+             "predictor noise g^2 instead of g"),
+    Mutation("mbir-corrector-stale-score", "medrecon/samplers/mbir.py",
+             'score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score")',
+             'score_c = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score")', SAMPLER_TESTS,
+             "corrector uses the score before the predictor"),
+    Mutation("langevin-step-factor", "medrecon/samplers/mbir.py",
+             "eps = 2.0 * (snr * nz / g.clamp_min(torch.finfo(g.dtype).tiny)) ** 2",
+             "eps = (snr * nz / g.clamp_min(torch.finfo(g.dtype).tiny)) ** 2", SAMPLER_TESTS,
+             "Langevin step without the factor 2"),
+    Mutation("langevin-chunk-noise-norm", "medrecon/samplers/mbir.py",
+             "nz[start:start + chunk] = nz[start:start + chunk].mean()", "pass", SAMPLER_TESTS,
+             "published chunk norms: the noise norm is not averaged"),
+    Mutation("sirt-final-step-half", "medrecon/samplers/mbir.py",
+             "return x + scale * op.adjoint(y - op.forward(x))",
+             "return x + 0.5 * scale * op.adjoint(y - op.forward(x))", SAMPLER_TESTS,
+             "final SIRT-like step halved"),
+    Mutation("admm-dual-sign", "medrecon/solvers/admm.py",
+             "u = state.u + dx - z\n", "u = state.u - dx + z\n", SOLVER_TESTS,
+             "ADMM dual update with the wrong sign"),
+    Mutation("admm-rhs-dual-sign", "medrecon/solvers/admm.py",
+             "rhs = self.aty + self.rho * self.diff.adjoint(state.z - state.u)",
+             "rhs = self.aty + self.rho * self.diff.adjoint(state.z + state.u)", SOLVER_TESTS,
+             "x-update right-hand side with z + u"),
+    Mutation("prox-drops-anchor", "medrecon/solvers/admm.py",
+             "rhs = admm.aty + admm.rho * admm.diff.adjoint(state.z - state.u) + weight * anchor",
+             "rhs = admm.aty + admm.rho * admm.diff.adjoint(state.z - state.u)", SOLVER_TESTS,
+             "proximal ADMM step without the anchor"),
+    Mutation("cg-steepest-descent", "medrecon/solvers/cg.py",
+             "p = r + beta * p", "p = r", SOLVER_TESTS,
+             "CG loses its conjugate directions"),
+    Mutation("dz-neumann-adjoint", "medrecon/solvers/tv.py",
+             "out.narrow(axis, n - 1, 1).add_(g.narrow(axis, n - 2, 1))", "pass", SOLVER_TESTS,
+             "D_z^T drops the last slice's term"),
+    Mutation("weights-rho-absolute", "medrecon/samplers/conventions.py",
+             "return AdmmWeights(lam_rel * norm_sq, rho_rel * norm_sq, gamma, norm_sq)",
+             "return AdmmWeights(lam_rel * norm_sq, rho_rel, gamma, norm_sq)", SAMPLER_TESTS,
+             "rho not scaled by ||A||^2"),
+    Mutation("dds-sigma-floor", "medrecon/samplers/dds.py",
+             "x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)",
+             "x0r = prior_chunked(denoiser, xr, sigma, cfg.chunk)", SAMPLER_TESTS,
+             "the prior is queried below its sigma_min"),
+    Mutation("dds-2d-dc-one-system", "medrecon/samplers/dds.py",
+             "batched=True), {}", "batched=False), {}", SAMPLER_TESTS,
+             "2D data consistency: one CG for all slices instead of one per slice"),
+    Mutation("vp-sigma", "medrecon/samplers/schedules.py",
+             "return math.sqrt((1.0 - alpha_bar) / alpha_bar)", "return math.sqrt(1.0 - alpha_bar)",
+             SAMPLER_TESTS + ("tests/test_samplers_schedules.py",), "VE level without 1 / abar"),
+    Mutation("mbir-last-step-noise", "medrecon/samplers/mbir.py",
+             "if not final:\n            x_p = x_p", "if True:\n            x_p = x_p", SAMPLER_TESTS,
+             "the last predictor step adds noise"),
+    Mutation("langevin-noise-scale", "medrecon/samplers/mbir.py",
+             "x_c = x_c + torch.sqrt(2.0 * e) * zc", "x_c = x_c + torch.sqrt(e) * zc", SAMPLER_TESTS,
+             "Langevin noise sqrt(e) instead of sqrt(2 e)"),
+    Mutation("admm-threshold", "medrecon/solvers/admm.py",
+             "z = soft_threshold(dx + state.u, self.lam / self.rho)",
+             "z = soft_threshold(dx + state.u, self.lam)", SOLVER_TESTS,
+             "soft threshold lambda instead of lambda / rho"),
+    Mutation("posterior-std-biased", "medrecon/samplers/posterior.py",
+             "std = torch.sqrt(m2.clamp_min(0) / (samples - 1))",
+             "std = torch.sqrt(m2.clamp_min(0) / samples)", SAMPLER_TESTS,
+             "posterior std divided by K instead of K - 1"),
+    Mutation("dicom-per-frame-intercept", "medrecon/io/dicom_reader.py",
+             'icpt = get("PixelValueTransformationSequence", "RescaleIntercept")',
+             'icpt = _first(shared, "PixelValueTransformationSequence", "RescaleIntercept")',
+             DICOM_TESTS, "an enhanced multi-frame file's per-frame intercept is ignored"),
+    Mutation("astra-pixel-size", "medrecon/physics/ct.py",
+             "ny, nx = geometry.image_shape\n    hx, hy = nx * geometry.pixel_size / 2, ny * geometry.pixel_size / 2",
+             "ny, nx = geometry.image_shape\n    hx, hy = nx / 2, ny / 2", CT_TESTS,
+             "ASTRA volume geometry ignores the pixel size"),
+    Mutation("cli-multi-line-errors", "medrecon/cli.py",
+             'print(f"medrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)',
+             'print(f"medrecon {args.command}: error: {exc}", file=sys.stderr)', CLI_TESTS,
+             "the CLI prints a library's multi-line message"),
+    Mutation("cli-interrupt-exit-2", "medrecon/cli.py",
+             "return 130\n    except UserError", "return 2\n    except UserError", CLI_TESTS,
+             "an interrupted sampler exits 2"),
+]
+
+
+def scratch_copy(dest: Path) -> None:
+    """The working tree (tracked and untracked files, not ignored ones) copied to ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def run_one(m: Mutation, python: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{m.name}-") as tmp:
+        dest = Path(tmp)
+        scratch_copy(dest)
+        target = dest / m.path
+        text = target.read_text()
+        count = text.count(m.old)
+        if count != 1:
+            return {"name": m.name, "status": "does not apply", "detail": f"{m.path}: pattern "
+                    f"found {count} times"}
+        target.write_text(text.replace(m.old, m.new))     # m.old starts after the indentation
+        env = dict(os.environ, PYTHONPATH=str(dest), PYTHONDONTWRITEBYTECODE="1")
+        t0 = time.perf_counter()
+        # SIGINT back to its default: a background job inherits it ignored, and the resume tests
+        # check the handlers the samplers restore
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
+                               *m.tests], cwd=dest, env=env, capture_output=True, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        failed = sorted(set(re.findall(r"^FAILED (\S+)", proc.stdout, re.M)))
+        errors = sorted(set(re.findall(r"^ERROR (\S+)", proc.stdout, re.M)))
+        status = "caught" if (failed or errors or proc.returncode not in (0, 5)) else "NOT CAUGHT"
+        return {"name": m.name, "status": status, "why": m.why, "failed": failed + errors,
+                "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", default=None, help="mutation names to run")
+    ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with medrecon's dependencies")
+    args = ap.parse_args()
+    chosen = [m for m in MUTATIONS if args.only is None or m.name in args.only]
+    if args.only and len(chosen) != len(set(args.only)):
+        unknown = sorted(set(args.only) - {m.name for m in MUTATIONS})
+        ap.error(f"unknown mutation(s): {', '.join(unknown)}")
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:28s} {m.path}: {m.why}")
+        return 0
+    results = []
+    for m in chosen:
+        r = run_one(m, args.python)
+        results.append(r)
+        shown = ", ".join(r.get("failed", [])[:3]) + (" ..." if len(r.get("failed", [])) > 3 else "")
+        print(f"{r['name']:28s} {r['status']:14s} {len(r.get('failed', []))} failing: {shown}",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if any(r["status"] == "does not apply" for r in results):
+        return 2
+    return 1 if any(r["status"] != "caught" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
