@@ -21,7 +21,7 @@ from medrecon.library_messages import captured
 
 OUT_OF_MEMORY = "out of memory (try fewer slices, a smaller --size or a smaller chunk)"
 COMMANDS = (
-    "demo", "phantom", "simulate", "reconstruct", "evaluate", "info", "data",
+    "demo", "phantom", "simulate", "reconstruct", "reconstruct_batch", "evaluate", "info", "data",
     "train", "prior_eval", "prior",
 )
 COMMAND_API = ("NAME", "HELP", "add_arguments", "run")

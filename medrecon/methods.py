@@ -3,40 +3,38 @@
 ``run_method(m, method, settings)`` builds the operator, maps the data to working units (see
 :mod:`medrecon.tasks`), runs the method and returns the working-unit image ``[Z, Y, X]``
 (complex for MRI). The diffusion methods register themselves in :data:`DIFFUSION`.
+
+Distributed over z-slabs (``slab``), ``m`` holds this rank's slices (see
+:mod:`medrecon.distributed`) and the result is this rank's slab of the image.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
 from medrecon.config import make_settings
 from medrecon.errors import UserError
 from medrecon.io.measurements import Measurement
-from medrecon.physics.operator import LinearOperator, operator_norm
+from medrecon.physics.operator import LinearOperator
 from medrecon.solvers import classical
 from medrecon.io.checks import require_finite
+from medrecon.solvers.classical import tv_reconstruction
 from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,
                             require_reconstruction_memory)
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 CT_METHODS = ("fbp", "sirt", "cgls", "tv")
 MRI_METHODS = ("zero-filled", "sense", "cgls", "tv")
 
+__all__ = ["CLASSICAL", "DIFFUSION", "LAST_INFO", "methods_for", "run_method", "tv_reconstruction"]
+
 
 def methods_for(task: str) -> tuple[str, ...]:
     return CT_METHODS if task in CT_TASKS else MRI_METHODS
-
-
-def tv_reconstruction(op: LinearOperator, y: torch.Tensor, s: Any, progress: bool = False) -> torch.Tensor:
-    """ADMM-TV of working-unit data ``y`` with :class:`~medrecon.config.TVSettings` ``s``."""
-    norm2 = operator_norm(op.subset(slice(0, 1)) if op.in_shape[0] is not None else op) ** 2
-    axes = {"z": (0,), "3d": (0, 1, 2)}.get(s.axes)
-    if axes is None:
-        raise UserError(f"tv: axes must be 'z' or '3d', got {s.axes!r}")
-    return classical.admm_tv(op, y, lam=s.lam_rel * norm2, rho=s.rho_rel * norm2,
-                             iterations=s.iterations, cg_iterations=s.cg_iterations, tv_axes=axes,
-                             boundary=s.boundary, progress=progress, nonnegative=s.nonnegative)
 
 
 def _fbp(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any) -> torch.Tensor:
@@ -46,22 +44,26 @@ def _fbp(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any) -> torch.T
                frequency_scaling=s.frequency_scaling)
 
 
+# Classical methods: name -> function(measurement, operator, data_working_units, settings,
+# progress, slab); the slab-coupled ones (cgls, tv) take the slab, the others act slice by slice.
 CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
-    "fbp": lambda m, op, y, s, p: _fbp(m, op, y, s),
-    "sirt": lambda m, op, y, s, p: classical.sirt(op, y, s.iterations, nonnegative=s.nonnegative, progress=p),
-    "cgls": lambda m, op, y, s, p: classical.cgls(op, y, s.iterations, progress=p),
-    "tv": lambda m, op, y, s, p: tv_reconstruction(op, y, s, p),
-    "zero-filled": lambda m, op, y, s, p: classical.zero_filled(op, y),
-    "sense": lambda m, op, y, s, p: classical.sense(op, y, s.iterations, s.l2),
+    "fbp": lambda m, op, y, s, p, slab: _fbp(m, op, y, s),
+    "sirt": lambda m, op, y, s, p, slab: classical.sirt(op, y, s.iterations, nonnegative=s.nonnegative,
+                                                        progress=p),
+    "cgls": lambda m, op, y, s, p, slab: classical.cgls(op, y, s.iterations, progress=p, slab=slab),
+    "tv": lambda m, op, y, s, p, slab: tv_reconstruction(op, y, s, p, slab),
+    "zero-filled": lambda m, op, y, s, p, slab: classical.zero_filled(op, y),
+    "sense": lambda m, op, y, s, p, slab: classical.sense(op, y, s.iterations, s.l2),
 }
 
-# Diffusion methods: name -> function(measurement, operator, data_working_units, settings, progress, device)
+# Diffusion methods: name -> function(measurement, operator, data_working_units, settings,
+# progress, device, slab)
 DIFFUSION: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def run_method(m: Measurement, method: str, settings: Optional[Any] = None, device: str | torch.device = "cpu",
                progress: bool = False, backend: str = "auto",
-               operator: Optional[LinearOperator] = None) -> torch.Tensor:
+               operator: Optional[LinearOperator] = None, slab: Optional["Slab"] = None) -> torch.Tensor:
     """Reconstruct ``m`` with ``method``; returns the working-unit image on ``device``."""
     if method not in CLASSICAL and method not in DIFFUSION:
         raise UserError(f"unknown method {method!r}; choose from "
@@ -76,9 +78,9 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
     op = operator if operator is not None else build_operator(m, device=device, backend=backend)
     y = data_in_working_units(m, op, device)
     if method in DIFFUSION:
-        x = DIFFUSION[method](m, op, y, settings, progress, device)
+        x = DIFFUSION[method](m, op, y, settings, progress, device, slab)
     else:
-        x = CLASSICAL[method](m, op, y, settings, progress)
+        x = CLASSICAL[method](m, op, y, settings, progress, slab)
     require_finite(x, f"the {method} reconstruction of {m.path or 'the measurement'}",
                    "the method diverged (try other settings); nothing written")
     return x
@@ -112,15 +114,18 @@ def _register_diffusion() -> None:
 
 def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Callable[..., torch.Tensor]:
     def run(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any, progress: bool,
-            device: str | torch.device) -> torch.Tensor:
+            device: str | torch.device, slab: Optional["Slab"] = None) -> torch.Tensor:
+        from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
-        from medrecon.samplers.run import reconstruct
+        from medrecon.samplers.run import reconstruct, tv_warm_start
 
         prior = load_prior(s.prior, device=device, expect_image_size=int(op.in_shape[-1]))
         sampler_config = base(**{k: getattr(s, k) for k in sampler_fields})
+        store = DirectoryStateStore(s.state_dir) if s.state_dir else None
         result = reconstruct(method, op, y, prior, m, sampler_config, samples=s.samples, seed=s.seed,
-                             state_dir=s.state_dir or None, save_every=s.save_every, resume=s.resume,
-                             progress=progress)
+                             store=store, save_every=s.save_every, resume=s.resume,
+                             progress=progress, warm_start=tv_warm_start(m.task, slab, progress),
+                             slab=slab)
         LAST_INFO.clear()
         LAST_INFO.update(result.info, std=result.std)
         return result.x

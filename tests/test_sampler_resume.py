@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from denoisers import ct_problem
+from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.samplers.common import SamplingInterrupted
 from medrecon.samplers.dds import dds
 from medrecon.samplers.posterior import sample_posterior
@@ -40,8 +41,8 @@ def test_warm_started_dds_resumes_exactly(ct, tmp_path: Path) -> None:
     kw = dict(steps=8, seed=1, start_sigma=0.3, x_init=start)
     full = dds(op, y, den, **kw)
     with pytest.raises(SamplingInterrupted, match="after step 5/8"):
-        dds(op, y, den, state_dir=tmp_path, callback=_sigint_at(5), **kw)
-    resumed = dds(op, y, den, state_dir=tmp_path, resume=True, **kw)
+        dds(op, y, den, store=DirectoryStateStore(tmp_path), callback=_sigint_at(5), **kw)
+    resumed = dds(op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert resumed.info["resumed_from"] == 5 and torch.equal(resumed.x, full.x)
 
 
@@ -51,10 +52,10 @@ def test_posterior_interrupted_in_its_second_sample_resumes_exactly(ct, tmp_path
     start = cgls(op, y, 10)
     full = sample_posterior("dds", op, y, den, x_init=start, **kw)
     with pytest.raises(SamplingInterrupted, match="after step 3/6"):
-        sample_posterior("dds", op, y, den, x_init=start, state_dir=tmp_path, save_every=1,
+        sample_posterior("dds", op, y, den, x_init=start, store=DirectoryStateStore(tmp_path), save_every=1,
                          callback=_sigint_at(6 + 3), **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample-000", "sample-001"]
-    again = sample_posterior("dds", op, y, den, x_init=start, state_dir=tmp_path, resume=True, **kw)
+    again = sample_posterior("dds", op, y, den, x_init=start, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert [i["resumed_from"] for i in again.infos] == [6, 3, None]
     assert torch.equal(again.mean, full.mean) and torch.equal(again.std, full.std)
     assert float(full.std.mean()) > 1e-3

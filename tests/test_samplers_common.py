@@ -11,7 +11,9 @@ import medrecon.tasks
 from medrecon.errors import DataError, UserError
 from medrecon.physics.ct import make_ct_operator, parallel_geometry, sparse_view_angles
 from medrecon.physics.mri import SenseOperator, birdcage_maps
-from medrecon.samplers.common import (NoiseSource, StateStore, from_prior_batch, prior_chunked,
+from medrecon.io.sampler_state import DirectoryStateStore
+from medrecon.samplers.state import MemoryStateStore
+from medrecon.samplers.common import (NoiseSource, from_prior_batch, prior_chunked,
                                       to_prior_batch)
 from medrecon.samplers.config import (TASK_DEFAULTS, TASKS, DdsConfig, MbirConfig,
                                       config_for_task, load_config)
@@ -59,8 +61,21 @@ def test_noise_source_seeded_and_resumable() -> None:
         NoiseSource(-1)
 
 
-def test_state_store_round_trip(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "st")
+@pytest.mark.parametrize("kind", ["directory", "memory"])
+def test_state_store_round_trip_and_children(kind: str, tmp_path: Path) -> None:
+    store = DirectoryStateStore(tmp_path / "st") if kind == "directory" else MemoryStateStore()
+    assert not store.exists() and store.children() == []
+    t = {"x": torch.randn(2, 3), "z": torch.randn(2, 1, 3, dtype=torch.complex64)}
+    store.child("rank-001-of-002").save(2, t, {"identity": {"b": 2}})
+    assert store.children() == ["rank-001-of-002"] and not store.exists()
+    step, loaded, doc = store.child("rank-001-of-002").load()
+    assert step == 2 and doc["identity"] == {"b": 2} and torch.equal(loaded["z"], t["z"])
+    loaded["x"].add_(1.0)                                  # the store keeps its own copy
+    assert torch.equal(store.child("rank-001-of-002").load()[1]["x"], t["x"])
+
+
+def test_directory_state_store_round_trip(tmp_path: Path) -> None:
+    store = DirectoryStateStore(tmp_path / "st")
     assert not store.exists()
     t = {"x": torch.randn(2, 3), "z": torch.randn(2, 1, 3, dtype=torch.complex64),
          "rng": NoiseSource(1).get_state()}

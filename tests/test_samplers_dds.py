@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from denoisers import ct_problem, mri_problem
+from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.errors import UserError
 from medrecon.metrics import psnr
 from medrecon.samplers.common import SamplingInterrupted
@@ -78,14 +79,14 @@ def test_dds_resume_after_sigint_is_exact(problem, request, tmp_path: Path) -> N
     inherited = signal.signal(signal.SIGINT, outer)
     try:
         with pytest.raises(SamplingInterrupted, match="after step 3/6"):
-            dds(op, y, den, state_dir=tmp_path, callback=interrupt, **kw)
+            dds(op, y, den, store=DirectoryStateStore(tmp_path), callback=interrupt, **kw)
         assert signal.getsignal(signal.SIGINT) is outer
     finally:
         signal.signal(signal.SIGINT, inherited)
-    resumed = dds(op, y, den, state_dir=tmp_path, resume=True, **kw)
+    resumed = dds(op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert resumed.info["resumed_from"] == 3
     assert torch.equal(resumed.x, full)
-    again = dds(op, y, den, state_dir=tmp_path, resume=True, **kw)   # finished: just reloads
+    again = dds(op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)   # finished: just reloads
     assert again.info["resumed_from"] == 6 and torch.equal(again.x, full)
 
 
@@ -99,20 +100,20 @@ def test_dds_resume_after_crash_from_periodic_save(ct, tmp_path: Path) -> None:
             raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError):
-        dds(op, y, den, state_dir=tmp_path, save_every=2, callback=crash, **kw)
-    resumed = dds(op, y, den, state_dir=tmp_path, save_every=2, resume=True, **kw)
+        dds(op, y, den, store=DirectoryStateStore(tmp_path), save_every=2, callback=crash, **kw)
+    resumed = dds(op, y, den, store=DirectoryStateStore(tmp_path), save_every=2, resume=True, **kw)
     assert resumed.info["resumed_from"] == 4 and torch.equal(resumed.x, full)
 
 
 def test_dds_resume_refuses_other_settings(ct, tmp_path: Path) -> None:
     op, y, _, den = ct
-    dds(op, y, den, steps=3, seed=0, state_dir=tmp_path)
+    dds(op, y, den, steps=3, seed=0, store=DirectoryStateStore(tmp_path))
     with pytest.raises(UserError, match="already holds"):
-        dds(op, y, den, steps=3, seed=0, state_dir=tmp_path)
+        dds(op, y, den, steps=3, seed=0, store=DirectoryStateStore(tmp_path))
     with pytest.raises(UserError, match="seed"):
-        dds(op, y, den, steps=3, seed=1, state_dir=tmp_path, resume=True)
+        dds(op, y, den, steps=3, seed=1, store=DirectoryStateStore(tmp_path), resume=True)
     with pytest.raises(UserError, match="different measurements"):
-        dds(op, 2 * y, den, steps=3, seed=0, state_dir=tmp_path, resume=True)
+        dds(op, 2 * y, den, steps=3, seed=0, store=DirectoryStateStore(tmp_path), resume=True)
 
 
 def _augmented_lagrangian(admm: AdmmTV, x, state: AdmmState, anchor=None, weight=0.0) -> float:

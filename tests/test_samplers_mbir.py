@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from denoisers import ct_problem, mri_problem
+from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.errors import UserError
 from medrecon.metrics import psnr
 from medrecon.samplers.common import SamplingInterrupted
@@ -67,9 +68,9 @@ def test_mbir_seeded_and_resume_after_sigint(ct, tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(SamplingInterrupted, match="SIGTERM after step 5/8"):
-        mbir(op, y, den, state_dir=tmp_path, callback=interrupt, **kw)
+        mbir(op, y, den, store=DirectoryStateStore(tmp_path), callback=interrupt, **kw)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    resumed = mbir(op, y, den, state_dir=tmp_path, resume=True, **kw)
+    resumed = mbir(op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert resumed.info["resumed_from"] == 5 and torch.equal(resumed.x, full)
 
 
@@ -86,8 +87,8 @@ def test_mbir_complex_mri_resume_and_chunk_norms(tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        mbir(op, y, den, state_dir=tmp_path, save_every=3, callback=crash, **kw)
-    resumed = mbir(op, y, den, state_dir=tmp_path, resume=True, **kw)
+        mbir(op, y, den, store=DirectoryStateStore(tmp_path), save_every=3, callback=crash, **kw)
+    resumed = mbir(op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert resumed.info["resumed_from"] == 3 and torch.equal(resumed.x, full.x)
     with pytest.raises(UserError, match="final_dc"):
         mbir(op, y, den, steps=2, final_dc=True)

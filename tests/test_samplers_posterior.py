@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from denoisers import ct_problem, mri_problem
+from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.errors import UserError
 from medrecon.metrics import psnr
 from medrecon.samplers.dds import dds
@@ -34,8 +35,8 @@ def test_posterior_complex_and_resumable(tmp_path) -> None:
     xs = torch.stack([dds(op, y, den, steps=4, lam_rel=0.005, rho_rel=0.01, seed=s).x for s in (0, 1)])
     var = ((xs - xs.mean(0)).abs() ** 2).sum(0)             # K - 1 = 1
     assert torch.allclose(ref.std, var.sqrt(), atol=1e-5)
-    sample_posterior("dds", op, y, den, state_dir=tmp_path, **kw)
-    again = sample_posterior("dds", op, y, den, state_dir=tmp_path, resume=True, **kw)
+    sample_posterior("dds", op, y, den, store=DirectoryStateStore(tmp_path), **kw)
+    again = sample_posterior("dds", op, y, den, store=DirectoryStateStore(tmp_path), resume=True, **kw)
     assert [i["resumed_from"] for i in again.infos] == [4, 4]
     assert torch.equal(again.mean, ref.mean) and torch.equal(again.std, ref.std)
     with pytest.raises(UserError):

@@ -101,6 +101,26 @@ def check_geometry_match(reference, m, where: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One process, or every rank under torchrun/srun: rank 0 reads and writes, each rank
+    reconstructs its z-slab (:mod:`medrecon.distributed.runner`)."""
+    from medrecon.distributed.launch import join_from_environment
+
+    group = join_from_environment(args.device)
+    if group is None:
+        from medrecon.methods import run_method
+        return reconstruct(args, run_method)
+    from medrecon.distributed.runner import SlabDriver, serve
+
+    with group:
+        if not group.is_root:
+            return serve(group)
+        with SlabDriver(group) as driver:
+            return reconstruct(args, driver.run_method)
+
+
+def reconstruct(args: argparse.Namespace, run_method) -> int:
+    """The command with ``run_method`` (:func:`medrecon.methods.run_method` or a distributed
+    stand-in) computing every reconstruction."""
     import numpy as np
 
     from medrecon.config import load_config, make_settings, parse_overrides, settings_dict
@@ -109,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import load_volume, save_volume
     from medrecon.io.measurements import load_measurement
     from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
-    from medrecon.methods import DIFFUSION, LAST_INFO, run_method
+    from medrecon.methods import DIFFUSION, LAST_INFO
     from medrecon.metrics import body_mask, format_table, measurement_convention, score
     from medrecon.provenance import provenance, write_json
     from medrecon.tasks import output_volume, recon_shape, to_volume_units
@@ -224,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             if args.figure or args.report:
                 figure_png = _comparison(m, args, settings, card, device, array, reference, convention,
                                          mask, spacing=tuple(out.spacing), affine=out.affine,
-                                         results=results)
+                                         results=results, run_method=run_method)
                 if out_figure is not None:
                     staged.path(out_figure).write_bytes(figure_png)
         if out_report is not None:
@@ -259,10 +279,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _comparison(m, args, settings, card, device, array, reference, convention, mask, spacing, affine,
-                results) -> bytes:
-    """The figure's PNG: the reference, FBP (or zero-filled), ADMM-TV and this reconstruction.
+                results, run_method) -> bytes:
+    """The figure's PNG: the reference, FBP (or zero-filled), ADMM-TV and this reconstruction
+    (the baselines computed by ``run_method``, as the reconstruction itself).
     Adds the baselines' metrics to ``results`` (shown in the report's table)."""
-    from medrecon.methods import methods_for, run_method
+    from medrecon.methods import methods_for
     from medrecon.metrics import score
     from medrecon.report import figure_png_bytes
     from medrecon.tasks import to_volume_units

@@ -14,9 +14,12 @@ versa), so operators can be used inside autograd.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 Shape = tuple[Optional[int], ...]
 
@@ -164,15 +167,29 @@ def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def operator_norm(op: LinearOperator, n_slices: int = 1, iterations: int = 30, seed: int = 0) -> float:
-    """Largest singular value of ``op`` (per slice) by power iteration on ``A^H A``."""
+def operator_norm(op: LinearOperator, n_slices: int = 1, iterations: int = 30, seed: int = 0,
+                  slab: Optional["Slab"] = None) -> float:
+    """Largest singular value of ``op`` (per slice) by power iteration on ``A^H A``.
+
+    An operator with a fixed number of slices is iterated on its whole volume. When that volume
+    is shared out over processes (``slab``, ``op`` holding this rank's slices), every rank draws
+    the whole volume's start vector and keeps its rows, and the norms are all-reduced, so the
+    iteration is the single-process one. A slice-independent operator needs no communication.
+    """
     gen = torch.Generator().manual_seed(seed)
-    x = op.example_input(n_slices, gen)
-    x = x / x.norm()
+    if slab is None or not slab.distributed or op.in_shape[0] is None:
+        x = op.example_input(n_slices, gen)
+        norm = lambda v: v.norm()  # noqa: E731
+    else:
+        full = _random((slab.n, *op.in_shape[1:]), op.in_dtype, torch.device("cpu"), slab.n, gen)
+        x = slab.take(full).clone().to(op.device)
+        del full
+        norm = lambda v: slab.sum((v.abs() ** 2).sum()).sqrt()  # noqa: E731
+    x = x / norm(x)
     value = 0.0
     for _ in range(iterations):
         y = op.normal(x)
-        value = float(y.norm())
+        value = float(norm(y))
         if value == 0.0:
             return 0.0
         x = y / value

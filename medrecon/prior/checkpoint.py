@@ -1,123 +1,29 @@
-"""Prior directories: safetensors weights plus a JSON model card ("medrecon-prior/1").
+"""Load a prior directory (safetensors weights + model card) as a :class:`Denoiser`.
 
-    PRIOR_DIR/model_card.json   architecture, parameterisation, noise range, image size, intensity
-                                window, training provenance (data, licence, command, steps, losses,
-                                git revision)
-    PRIOR_DIR/ema.safetensors   inference (EMA) weights
-    PRIOR_DIR/raw.safetensors   raw weights (optional)
-
-Loading reads safetensors only, so no code from the file is ever executed; a card whose
-architecture does not match the weights, or whose window/image size differs from what the caller
-expects, is refused with a :class:`~medrecon.errors.DataError` naming the file and the mismatch.
-Shipped priors live in ``medrecon/prior/weights/<name>/``.
+The format itself (the card, shipped priors, writing a prior directory) is
+:mod:`medrecon.prior.card`; its names are re-exported here. Loading reads safetensors only, so no
+code from the file is ever executed; a card whose architecture does not match the weights, or
+whose window/image size differs from what the caller expects, is refused with a
+:class:`~medrecon.errors.DataError` naming the file and the mismatch.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from medrecon.errors import DataError, UserError
 from medrecon.io.checks import require_finite_tensors
-from medrecon.io.jsonio import json_text
+from medrecon.prior.card import (CARD, FORMAT, REQUIRED, SHIPPED_DIR, card_summary, read_card,
+                                 resolve, save_prior, shipped_priors)
 from medrecon.prior.denoiser import Denoiser
 
-FORMAT = "medrecon-prior/1"
-CARD = "model_card.json"
-SHIPPED_DIR = Path(__file__).parent / "weights"
-REQUIRED = ("format", "name", "architecture", "parameterisation", "noise", "image_size", "intensity",
-            "training", "weights")
-
-
-def shipped_priors() -> list[str]:
-    """Names of the priors shipped inside the package."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CARD).is_file())
-
-
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A shipped prior's name or a prior directory -> the directory."""
-    path = Path(name_or_path)
-    if (path / CARD).is_file():
-        return path
-    if str(name_or_path) in shipped_priors():
-        return SHIPPED_DIR / str(name_or_path)
-    if path.exists():
-        raise DataError(f"{path} is not a medrecon prior directory (no {CARD})")
-    raise UserError(f"unknown prior {str(name_or_path)!r}: not a directory, and the shipped priors are "
-                    f"{', '.join(shipped_priors()) or '(none)'}")
-
-
-def read_card(path: str | os.PathLike) -> dict:
-    """The validated model card of a prior directory (or of a card file)."""
-    path = Path(path)
-    card_path = path if path.suffix == ".json" else path / CARD
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{card_path}: model card not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{card_path}: not valid JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise DataError(f"{card_path}: a model card must be a JSON object")
-    missing = [k for k in REQUIRED if k not in card]
-    if missing:
-        raise DataError(f"{card_path}: model card lacks {', '.join(missing)}")
-    if card["format"] != FORMAT:
-        raise DataError(f"{card_path}: format {card['format']!r}, expected {FORMAT!r}")
-    return card
-
-
-def save_prior(directory: str | os.PathLike, card: dict, ema_state: dict[str, torch.Tensor],
-               raw_state: Optional[dict[str, torch.Tensor]] = None, overwrite: bool = False,
-               extras: Optional[dict[str, str | bytes]] = None) -> Path:
-    """Write a prior directory atomically (temporary directory beside it, then rename).
-
-    ``extras`` maps file names to text/bytes written alongside (loss curves, eval JSON).
-    """
-    directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise UserError(f"prior directory {directory} already exists; pass --overwrite to replace it")
-    card = dict(card, format=FORMAT, weights={"ema": "ema.safetensors",
-                                                "raw": "raw.safetensors" if raw_state is not None else None})
-    missing = [k for k in REQUIRED if k not in card]
-    if missing:
-        raise ValueError(f"model card lacks {', '.join(missing)}")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        contiguous = lambda s: {k: v.detach().contiguous().cpu() for k, v in s.items()}  # noqa: E731
-        save_file(contiguous(ema_state), str(tmp / "ema.safetensors"))
-        if raw_state is not None:
-            save_file(contiguous(raw_state), str(tmp / "raw.safetensors"))
-        (tmp / CARD).write_text(json_text(card), encoding="utf-8")
-        for name, content in (extras or {}).items():
-            target = tmp / name
-            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; a prior is meant to be shared
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+__all__ = ["CARD", "FORMAT", "REQUIRED", "SHIPPED_DIR", "card_summary", "load_prior", "read_card",
+           "resolve", "save_prior", "shipped_priors"]
 
 
 def _check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -209,11 +115,3 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
         raise DataError(f"{directory / CARD}: unknown architecture family {family!r}")
     model.card = card
     return model.to(device).eval().requires_grad_(False)
-
-
-def card_summary(card: dict) -> dict[str, Any]:
-    """The few card fields a user wants to see first."""
-    t = card.get("training", {})
-    return {"name": card.get("name"), "family": card["architecture"].get("family"),
-            "image_size": card.get("image_size"), "window": card["intensity"].get("window"),
-            "units": card["intensity"].get("units"), "steps": t.get("steps"), "data": t.get("data")}

@@ -186,11 +186,11 @@ def write_prior_dir(directory: str | Path, card: dict, ema_state: Mapping[str, t
                     overwrite: bool = False) -> Path:
     """Write ``model_card.json`` + ``ema.safetensors`` (+ ``raw.safetensors``) atomically.
 
-    Uses :func:`medrecon.prior.checkpoint.save_prior` when that module exists; otherwise writes a
+    Uses :func:`medrecon.prior.card.save_prior` when that module exists; otherwise writes a
     temporary directory beside the target and renames it into place (format "medrecon-prior/1").
     """
     try:
-        from medrecon.prior.checkpoint import save_prior
+        from medrecon.prior.card import save_prior
     except ImportError:
         save_prior = None
     if save_prior is not None:

@@ -8,36 +8,41 @@ Conventions
   images (``B = 2 Z``, ordered re(0), im(0), re(1), im(1), ...). ``chunk`` counts prior images.
 - Every random number comes from one CPU ``torch.Generator`` seeded by the caller; noise is
   drawn on the CPU in float32 and then moved, so CPU and CUDA runs draw the same numbers.
-- State files: ``STATE_DIR/state.json`` (format, step, what the run is) names
-  ``STATE_DIR/state-<step>.pt`` (tensors only; read back with ``weights_only=True``). Both are
-  written atomically and the JSON is written last, so the pair on disk is always consistent.
+- The state is saved in a :class:`~medrecon.samplers.state.StateStore` the caller hands over
+  (samplers never open files).
+- Distributed runs (``slab``: a :class:`~medrecon.distributed.slab.Slab` with ``world > 1``):
+  every rank holds the slices ``[lo, hi)`` and draws the *whole volume's* noise, keeping its own
+  rows, so each slice gets the same numbers as in a single process whatever the number of ranks;
+  every rank saves its slab's state in the child store ``rank-<r>-of-<N>``; the ranks agree after
+  every step whether one of them was interrupted, and then all save and stop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import math
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
-from medrecon.progress import tqdm
 
-from medrecon.errors import DataError, Interrupted, UserError
-from medrecon.io.atomic import atomic_path
+from medrecon.errors import Interrupted, UserError
 from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
+from medrecon.progress import tqdm
+from medrecon.samplers.state import StateStore, Tensors
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "medrecon-sampler-state/1"
-Tensors = dict[str, torch.Tensor]
 # ``trace(i, quantities)``: called inside step ``i`` (0-based) with that step's intermediate values
 # (names in each sampler's docstring; tensors are the sampler's own: read, do not modify).
 # For tests and debugging; it does not change the result.
@@ -67,6 +72,17 @@ def check_problem(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser) -> in
                         f"slices are {'x'.join(map(str, image))}; resample the volume or choose "
                         "a prior of that size")
     return int(y.shape[0])
+
+
+def volume_shape(y: torch.Tensor, slab: Optional["Slab"] = None) -> list[int]:
+    """The whole volume's data shape: ``y``'s, with every slice counted when ``y`` is one slab
+    of a distributed run (checked against the slab)."""
+    shape = [int(s) for s in y.shape]
+    if slab is not None and slab.distributed:
+        if shape[0] != slab.count:
+            raise UserError(f"the data hold {shape[0]} slices but {slab} expects {slab.count}")
+        shape[0] = slab.n
+    return shape
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -119,17 +135,29 @@ def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
 # Noise
 # --------------------------------------------------------------------------------------------
 class NoiseSource:
-    """Seeded standard normal noise: drawn on the CPU (float32), then moved to ``device``."""
+    """Seeded standard normal noise: drawn on the CPU (float32), then moved to ``device``.
 
-    def __init__(self, seed: int) -> None:
+    With a distributed ``slab`` the whole volume's noise is drawn (dim 0 of ``shape`` is the
+    local number of rows, a whole number per slice) and this rank's rows are kept, so the numbers
+    of a slice do not depend on the number of ranks (the cost: every rank draws the volume).
+    """
+
+    def __init__(self, seed: int, slab: Optional["Slab"] = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {seed!r}")
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.slab = slab if slab is not None and slab.distributed else None
 
     def normal(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``N(0, 1)`` of ``shape`` (a real dtype) on ``device``."""
-        z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
-        return z.to(device=device, dtype=dtype)
+        if self.slab is None:
+            z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
+            return z.to(device=device, dtype=dtype)
+        rows = self.slab.global_rows(shape[0])
+        full = torch.randn((rows, *shape[1:]), generator=self.generator, dtype=torch.float32)
+        mine = self.slab.take(full, rows // self.slab.n).clone()
+        del full
+        return mine.to(device=device, dtype=dtype)
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()
@@ -166,56 +194,6 @@ class _Phase:
             torch.cuda.synchronize(self.timer.device)
         t = self.timer.totals
         t[self.name] = t.get(self.name, 0.0) + time.perf_counter() - self.start
-
-
-# --------------------------------------------------------------------------------------------
-# State files
-# --------------------------------------------------------------------------------------------
-def _json_normal(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparisons."""
-    return json.loads(json_text(obj, indent=None))
-
-
-class StateStore:
-    """Atomic save/load of a sampler's state in a directory (see the module docstring)."""
-
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.dir = Path(directory)
-        if self.dir.exists() and not self.dir.is_dir():
-            raise UserError(f"state directory {self.dir} exists and is not a directory")
-        self.json_path = self.dir / "state.json"
-
-    def exists(self) -> bool:
-        return self.json_path.exists()
-
-    def save(self, step: int, tensors: Tensors, meta: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"state-{step:06d}.pt"
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        with atomic_path(self.dir / name, overwrite=True, what="sampler state") as tmp:
-            torch.save(cpu, tmp)
-        doc = {"format": STATE_FORMAT, "step": int(step), "tensors": name, **meta}
-        with atomic_path(self.json_path, overwrite=True, what="sampler state") as tmp:
-            tmp.write_text(json_text(doc, indent=1, sort_keys=True), encoding="utf-8")
-        for old in self.dir.glob("state-*.pt"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-    def load(self) -> tuple[int, Tensors, dict]:
-        try:
-            doc = json.loads(self.json_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"sampler state {self.json_path} is unreadable: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-            raise DataError(f"sampler state {self.json_path} is not a {STATE_FORMAT} file")
-        path = self.dir / str(doc.get("tensors", ""))
-        try:
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a DataError for the user
-            raise DataError(f"sampler state tensors {path} are unreadable: {exc}") from None
-        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-            raise DataError(f"sampler state tensors {path} are not a dict of tensors")
-        return int(doc["step"]), tensors, doc
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,24 +237,110 @@ class InterruptGuard:
 class RunOptions:
     """How a sampler runs (none of this changes the result).
 
-    state_dir: where state is saved (None: no saving, signals act as usual).
+    store: where the state is saved (None: no saving; signals act as usual in one process).
     save_every: save the state every this many steps (0: only on SIGINT/SIGTERM and at the end).
-    resume: continue from the state in ``state_dir`` (a fresh start when there is none).
+    resume: continue from the state in ``store`` (a fresh start when there is none).
     progress: show a tqdm bar with the step and the data residual ``||A x - y|| / ||y||``.
     callback: ``callback(step_done, tensors)`` after every step (tensors: the sampler's state).
     """
 
-    state_dir: Optional[str | os.PathLike] = None
+    store: Optional[StateStore] = None
     save_every: int = 0
     resume: bool = False
     progress: bool = False
     callback: Optional[Callable[[int, Tensors], None]] = None
 
     def __post_init__(self) -> None:
+        if self.store is not None and not isinstance(self.store, StateStore):
+            raise UserError(f"store must be a StateStore, got {type(self.store).__name__}")
         if self.save_every < 0:
             raise UserError(f"save_every must be >= 0, got {self.save_every}")
-        if self.resume and self.state_dir is None:
-            raise UserError("resume needs a state directory (state_dir / --state-dir)")
+        if self.resume and self.store is None:
+            raise UserError("resume needs a state store (store= / --state-dir)")
+
+
+def _json_normal(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparisons."""
+    return json.loads(json_text(obj, indent=None))
+
+
+_RANK_STORE = re.compile(r"rank-(\d+)-of-(\d+)$")
+
+
+def rank_store_name(rank: int, world: int) -> str:
+    """The child store of rank ``rank`` of a ``world``-process run."""
+    return f"rank-{rank:03d}-of-{world:03d}"
+
+
+def _saved_worlds(store: StateStore) -> set[int]:
+    """Process counts of the states in ``store``: 1 for its own state, N for rank children."""
+    worlds = {1} if store.exists() else set()
+    for name in store.children():
+        match = _RANK_STORE.match(name)
+        if match:
+            worlds.add(int(match.group(2)))
+    return worlds
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def _check_saved(store: StateStore, mine: StateStore, world: int, method: str, ident: dict,
+                 probes: dict[str, float], resume: bool) -> tuple[Optional[str], Optional[tuple]]:
+    """This rank's verdict on the saved state: ``(error message or None, loaded state or None)``."""
+    others = sorted(_saved_worlds(store) - {world})
+    if not mine.exists():
+        if not others:
+            return None, None
+        if not resume:
+            return (f"{store.location} already holds a saved {method} state (of "
+                    f"{_processes(others[0])}); resume it or choose another state directory"), None
+        return (f"the state in {store.location} was saved by {_processes(others[0])} (one z-slab "
+                f"each) and this run has {_processes(world)}; resume with {_processes(others[0])} "
+                "or start afresh in another state directory"), None
+    if not resume:
+        return (f"{store.location} already holds a saved {method} state; resume it "
+                "(resume=True / --resume) or choose another state directory"), None
+    start, saved, doc = mine.load()
+    if doc.get("identity") != ident:
+        saved_ident = doc.get("identity") if isinstance(doc.get("identity"), dict) else {}
+        diff = sorted(k for k in set(ident) | set(saved_ident) if ident.get(k) != saved_ident.get(k))
+        if "prior_weights" in diff:
+            return (f"the state in {store.location} was computed with a prior of other weights; "
+                    "resume with the same prior (--prior) or choose another state directory"), None
+        return (f"the state in {store.location} belongs to a different run (differs in: "
+                f"{', '.join(diff)}); resume with the same settings and seed"), None
+    saved_probes = doc.get("probes") if isinstance(doc.get("probes"), dict) else {"y_norm": doc.get("y_norm")}
+    differ = _probes_differ(saved_probes, probes)
+    if differ:
+        what = "measurements" if all(k.startswith("y_") for k in differ) else "measurements or operator"
+        return (f"the state in {store.location} was computed from different {what} (differs in: "
+                f"{', '.join(differ)}); resume with the same input"), None
+    return None, (start, saved)
+
+
+def _resume_point(store: StateStore, slab: Optional["Slab"], method: str, ident: dict,
+                  probes: dict[str, float], resume: bool) -> tuple[StateStore, Optional[tuple]]:
+    """The store this rank saves to and the state to resume (None: a fresh start). Every rank
+    reaches the same verdict: one rank's refusal is raised on all of them."""
+    world = slab.world if slab is not None and slab.distributed else 1
+    mine = store.child(rank_store_name(slab.rank, world)) if world > 1 else store
+    try:
+        error, loaded = _check_saved(store, mine, world, method, ident, probes, resume)
+    except UserError as exc:                     # a damaged state file (DataError)
+        error, loaded = str(exc), None
+    if world > 1:
+        verdicts = slab.all_gather_object((error, None if loaded is None else loaded[0]))
+        error = next((e for e, _ in verdicts if e), None)
+        steps = {s for _, s in verdicts}
+        if error is None and len(steps) > 1:
+            error = (f"the per-rank states in {store.location} do not match (saved after steps "
+                     f"{sorted(steps, key=lambda s: -1 if s is None else s)}); start afresh in "
+                     "another state directory")
+    if error is not None:
+        raise UserError(error)
+    return mine, loaded
 
 
 @torch.no_grad()
@@ -326,91 +390,83 @@ def _probes_differ(saved: dict, now: dict[str, float]) -> list[str]:
 def run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[str, float],
               init: Callable[[], Tensors], step: Callable[[int, Tensors], Tensors],
               noise: NoiseSource, residual: Callable[[Tensors], float], device: torch.device,
-              options: RunOptions) -> tuple[Tensors, dict]:
+              options: RunOptions, slab: Optional["Slab"] = None) -> tuple[Tensors, dict]:
     """Run ``step(i, tensors)`` for ``i = start .. n_steps - 1`` and return the final tensors.
 
-    ``identity`` (JSON-serialisable) is everything that determines the result besides the data
-    (settings, seed, the prior's weights hash: see :func:`problem_identity`); ``y_norm`` is
-    ``||y||`` or a dict of probes of the measurement and the operator. A saved state is only
-    resumed when the identity matches and every probe agrees to a relative 1e-4. The state
-    folder is locked for the run (a second run on it is refused).
+    ``identity`` (JSON-serialisable) is everything that determines the result besides the data;
+    a saved state is only resumed when it matches (and ``y_norm`` agrees to 1e-5). With a
+    distributed ``slab`` every rank runs this loop on its slab (see the module docstring).
     Returns ``(tensors, info)`` with ``info = {"resumed_from": step or None}``.
     """
-    store = StateStore(options.state_dir) if options.state_dir is not None else None
-    if store is None:
-        return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual,
-                          device, options, None)
-    from medrecon.io.outputs import hold_lock
+    distributed = slab is not None and slab.distributed
+    store = options.store
+    if store is not None and not distributed and hasattr(store, "dir"):
+        # one run per state folder: a second run on it is refused (see medrecon.io.outputs)
+        from medrecon.io.outputs import hold_lock
 
-    store.dir.parent.mkdir(parents=True, exist_ok=True)
-    with hold_lock(store.dir, "state directory"):
-        return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual,
-                          device, options, store)
+        store.dir.parent.mkdir(parents=True, exist_ok=True)
+        with hold_lock(store.dir, "state directory"):
+            return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual,
+                              device, options, slab)
+    return _run_steps(method, n_steps, identity, y_norm, init, step, noise, residual, device,
+                      options, slab)
 
 
 def _run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[str, float],
                init: Callable[[], Tensors], step: Callable[[int, Tensors], Tensors],
                noise: NoiseSource, residual: Callable[[Tensors], float], device: torch.device,
-               options: RunOptions, store: Optional[StateStore]) -> tuple[Tensors, dict]:
+               options: RunOptions, slab: Optional["Slab"]) -> tuple[Tensors, dict]:
+    distributed = slab is not None and slab.distributed
+    store = options.store
     probes = dict(y_norm) if isinstance(y_norm, dict) else {"y_norm": float(y_norm)}
     ident = _json_normal({"method": method, "steps": n_steps, **identity})
-    start, tensors, resumed = 0, None, None
-    if store is not None and store.exists():
-        if not options.resume:
-            raise UserError(f"{store.dir} already holds a saved {method} state; resume it "
-                            "(resume=True / --resume) or choose another state directory")
-        start, saved, doc = store.load()
-        if doc.get("identity") != ident:
-            saved_ident = doc.get("identity") if isinstance(doc.get("identity"), dict) else {}
-            diff = sorted(k for k in set(ident) | set(saved_ident)
-                          if ident.get(k) != saved_ident.get(k))
-            if "prior_weights" in diff:
-                raise UserError(f"the state in {store.dir} was computed with a prior of other "
-                                f"weights; resume with the same prior (--prior) or choose "
-                                f"another state directory")
-            raise UserError(f"the state in {store.dir} belongs to a different run (differs in: "
-                            f"{', '.join(diff)}); resume with the same settings and seed")
-        saved_probes = doc.get("probes") if isinstance(doc.get("probes"), dict) else \
-            {"y_norm": doc.get("y_norm")}
-        differ = _probes_differ(saved_probes, probes)
-        if differ:
-            what = "measurements" if all(k.startswith("y_") for k in differ) else \
-                "measurements or operator"
-            raise UserError(f"the state in {store.dir} was computed from different {what} "
-                            f"(differs in: {', '.join(differ)}); resume with the same input")
-        noise.set_state(saved.pop("rng"))
-        tensors = {k: v.to(device) for k, v in saved.items()}
-        resumed = start
-        log.info("%s: resuming from step %d/%d in %s", method, start, n_steps, store.dir)
-    elif options.resume:
-        log.warning("%s: no saved state in %s; starting from the beginning", method,
-                    options.state_dir)
+    start, tensors, resumed, mine = 0, None, None, None
+    if store is not None:
+        mine, loaded = _resume_point(store, slab, method, ident, probes, options.resume)
+        if loaded is not None:
+            start, saved = loaded
+            noise.set_state(saved.pop("rng"))
+            tensors = {k: v.to(device) for k, v in saved.items()}
+            resumed = start
+            log.info("%s: resuming from step %d/%d in %s", method, start, n_steps, mine.location)
+        elif options.resume:
+            log.warning("%s: no saved state in %s; starting from the beginning", method,
+                        store.location)
     if tensors is None:
         tensors = init()
 
     def save(done: int) -> None:
-        if store is not None:
-            store.save(done, {**tensors, "rng": noise.get_state()},
-                       {"method": method, "identity": ident, "y_norm": probes.get("y_norm"),
-                        "probes": probes})
+        if mine is not None:
+            meta = {"method": method, "identity": ident, "y_norm": probes.get("y_norm"), "probes": probes}
+            if distributed:
+                meta["slab"] = {"rank": slab.rank, "processes": slab.world, "slices": [slab.lo, slab.hi]}
+            mine.save(done, {**tensors, "rng": noise.get_state()}, meta)
 
-    bar = tqdm(total=n_steps, initial=start, desc=method, disable=not options.progress,
-               leave=False, dynamic_ncols=True)
-    with InterruptGuard(enabled=store is not None) as guard, bar:
+    show = options.progress and (slab is None or slab.rank == 0)
+    bar = tqdm(total=n_steps, initial=start, desc=method, disable=not show, leave=False,
+               dynamic_ncols=True)
+    with InterruptGuard(enabled=store is not None or distributed) as guard, bar:
         for i in range(start, n_steps):
             tensors = step(i, tensors)
             done = i + 1
-            if options.progress:
-                bar.set_postfix(residual=f"{residual(tensors):.3e}", refresh=False)
+            if options.progress:                       # a collective when distributed
+                value = residual(tensors)
+                bar.set_postfix(residual=f"{value:.3e}", refresh=False)
                 bar.update(1)
             if options.callback is not None:
                 options.callback(done, tensors)
-            if guard.requested is not None:
+            signum = guard.requested or 0
+            if distributed:                            # stop together when any rank was signalled
+                signum = slab.max_int(signum)
+            if signum:
                 save(done)
-                name = signal.Signals(guard.requested).name
+                where = (f"state saved in {store.location}" if store is not None else
+                         "no state saved (no state directory)")
+                if distributed:
+                    where += f" ({slab.world} z-slabs: resume with {_processes(slab.world)})"
                 raise SamplingInterrupted(
-                    f"{method} interrupted by {name} after step {done}/{n_steps}; state saved "
-                    f"in {store.dir if store else '-'}; resume with resume=True (--resume)")
+                    f"{method} interrupted by {signal.Signals(signum).name} after step "
+                    f"{done}/{n_steps}; {where}; resume with resume=True (--resume)")
             if options.save_every and done % options.save_every == 0 and done < n_steps:
                 save(done)
         if start < n_steps:
@@ -418,10 +474,19 @@ def _run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[s
     return tensors, {"resumed_from": resumed}
 
 
+def global_norm(t: torch.Tensor, slab: Optional["Slab"] = None) -> float:
+    """``||t||`` of the whole volume (all-reduced over a distributed ``slab``)."""
+    if slab is None or not slab.distributed:
+        return float(t.norm())
+    sq = (t.abs() ** 2).sum() if t.is_complex() else (t * t).sum()
+    return math.sqrt(float(slab.sum(sq)))
+
+
 @torch.no_grad()
-def data_residual(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, y_norm: float) -> float:
-    """Relative data residual ``||A x - y|| / ||y||``."""
-    return float((op.forward(x) - y).norm()) / max(y_norm, 1e-30)
+def data_residual(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, y_norm: float,
+                  slab: Optional["Slab"] = None) -> float:
+    """Relative data residual ``||A x - y|| / ||y||`` (of the whole volume)."""
+    return global_norm(op.forward(x) - y, slab) / max(y_norm, 1e-30)
 
 
 @dataclass

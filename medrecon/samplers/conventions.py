@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator, operator_norm
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 # ||A||^2 of the published CT geometry: parallel beam, 256x256 unit pixels, 363 detector bins
 # of unit width, measured with medrecon's ASTRA "linear" projector (operator_norm, 50 iterations).
@@ -68,14 +71,15 @@ class AdmmWeights:
     op_norm_sq: float
 
 
-def operator_norm_sq(op: LinearOperator) -> float:
-    """``||A||^2`` per slice by power iteration (deterministic: fixed seed, 50 iterations)."""
-    return float(operator_norm(op, n_slices=1, iterations=50, seed=0)) ** 2
+def operator_norm_sq(op: LinearOperator, slab: Optional["Slab"] = None) -> float:
+    """``||A||^2`` per slice by power iteration (deterministic: fixed seed, 50 iterations); over
+    the whole volume of a slab-distributed operator with a fixed number of slices."""
+    return float(operator_norm(op, n_slices=1, iterations=50, seed=0, slab=slab)) ** 2
 
 
 def absolute_weights(op: LinearOperator, lam_rel: float, rho_rel: float,
-                     gamma_rel: Optional[float] = None, op_norm_sq: Optional[float] = None
-                     ) -> AdmmWeights:
+                     gamma_rel: Optional[float] = None, op_norm_sq: Optional[float] = None,
+                     slab: Optional["Slab"] = None) -> AdmmWeights:
     """``lambda = lam_rel ||A||^2``, ``rho = rho_rel ||A||^2``, ``gamma = gamma_rel / ||A||^2``.
 
     ``op_norm_sq`` skips the power iteration when already known; ``gamma_rel`` None or 0: no
@@ -85,7 +89,7 @@ def absolute_weights(op: LinearOperator, lam_rel: float, rho_rel: float,
         raise UserError(f"need lam_rel >= 0 and rho_rel > 0, got {lam_rel}, {rho_rel}")
     if gamma_rel is not None and gamma_rel < 0:
         raise UserError(f"gamma_rel must be >= 0 (0 or None: off), got {gamma_rel}")
-    norm_sq = operator_norm_sq(op) if op_norm_sq is None else float(op_norm_sq)
+    norm_sq = operator_norm_sq(op, slab) if op_norm_sq is None else float(op_norm_sq)
     if not norm_sq > 0:
         raise UserError(f"the operator's norm is {norm_sq}: it maps everything to zero")
     gamma = gamma_rel / norm_sq if gamma_rel else None

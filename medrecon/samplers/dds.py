@@ -27,13 +27,17 @@ and the network is never queried below its ``sigma_min`` (the level is clamped).
 Complex (MRI) volumes: data consistency runs on the complex image; the prior denoises the real
 and imaginary parts as two separate real images with the same sigma, and noise is drawn for
 both parts.
+
+Distributed (``slab``): every rank samples its z-slab; the TV-z coupling, CG's inner products,
+the residual and the noise follow :mod:`medrecon.samplers.common`, so the result equals the
+single-process one up to float32 summation order.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -42,15 +46,19 @@ from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
-                                      prior_chunked, problem_identity, real_dtype, run_steps,
-                                      to_prior_batch)
+                                      global_norm, prior_chunked, problem_identity, real_dtype,
+                                      run_steps, to_prior_batch, volume_shape)
 from medrecon.samplers.config import DdsConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
                                          sigma_from_alpha_bar, vp_alpha_bars)
 from medrecon.solvers.admm import AdmmState, AdmmTV, proximal_step
 from medrecon.solvers.cg import conjugate_gradient
+from medrecon.samplers.state import StateStore
 from medrecon.solvers.tv import FiniteDifference
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 
 def dds_sigmas(config: DdsConfig, prior_sigma_max: float) -> tuple[list[int], list[float]]:
@@ -81,12 +89,16 @@ class DataConsistency:
     """The data-consistency step of DDS applied to the Tweedie estimate (see module docstring)."""
 
     def __init__(self, op: LinearOperator, y: torch.Tensor, n_slices: int, lam: float, rho: float,
-                 cg_iterations: int, tv_z: bool, boundary: str, gamma: Optional[float]) -> None:
+                 cg_iterations: int, tv_z: bool, boundary: str, gamma: Optional[float],
+                 slab: Optional["Slab"] = None) -> None:
         self.op, self.tv_z, self.cg_iterations = op, tv_z, cg_iterations
         self.weight = 0.0 if gamma is None else 1.0 / gamma
         if tv_z:
-            diff = FiniteDifference(n_slices, op.in_shape[1:], (0,), boundary, op.in_dtype, op.device)
-            self.admm: Optional[AdmmTV] = AdmmTV(op, y, diff, lam, rho, cg_iterations)
+            diff = FiniteDifference(n_slices, op.in_shape[1:], (0,), boundary, op.in_dtype, op.device,
+                                    slab)
+            reduce = slab.sum if slab is not None and slab.distributed else None
+            self.admm: Optional[AdmmTV] = AdmmTV(op, y, diff, lam, rho, cg_iterations,
+                                                 reduce=reduce)
             self.aty = self.admm.aty
         else:
             self.admm = None
@@ -124,9 +136,10 @@ class DataConsistency:
 
 def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         config: Optional[DdsConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
-        state_dir: Optional[str] = None, save_every: int = 0, resume: bool = False,
+        store: Optional[StateStore] = None, save_every: int = 0, resume: bool = False,
         progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
         x_init: Optional[torch.Tensor] = None, trace: Optional[Trace] = None,
+        slab: Optional["Slab"] = None,
         **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DDS (module docstring).
 
@@ -138,18 +151,21 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         config: :class:`DdsConfig` (default: the class defaults); ``overrides`` replace fields.
         seed: seeds every random draw (CPU generator: same numbers on CPU and CUDA).
         op_norm_sq: ``||A||^2`` if known (else power iteration) for the relative weights.
-        state_dir, save_every, resume, progress, callback: see :class:`RunOptions`.
+        store, save_every, resume, progress, callback: see :class:`RunOptions`.
         x_init: ``[Z, Y, X]`` start image in prior units (required when ``start_sigma > 0``).
         trace: ``trace(i, quantities)`` inside every step (module docstring); None: off.
+        slab: this process's z-slab of a distributed run (``op``, ``y``, ``x_init`` and the
+            result are then its slices); None: one process.
     Returns:
         :class:`SampleResult` with ``x`` in prior units and ``info``.
     """
     if config is not None and not isinstance(config, DdsConfig):
         raise UserError(f"expected a DdsConfig, got {type(config).__name__}")
     cfg = with_overrides(config or DdsConfig(), **overrides)
-    options = RunOptions(state_dir, save_every, resume, progress, callback)
+    options = RunOptions(store, save_every, resume, progress, callback)
     t_start = time.perf_counter()
     n = check_problem(op, y, denoiser)
+    shape = volume_shape(y, slab)
     device = op.device
     x_start: Optional[torch.Tensor] = None          # warm start, [Z, Y, X] in the operator's dtype
     if cfg.start_sigma > 0:
@@ -160,7 +176,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     elif x_init is not None:
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
     denoiser = denoiser.to(device).eval()
-    weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq)
+    weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max))
     sig_next = sigmas[1:] + [0.0]
     sig_floor = float(denoiser.sigma_min)
@@ -168,10 +184,10 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     rdt = real_dtype(op.in_dtype)
     batch_shape = ((2 * n) if cplx else n, *(int(s) for s in op.in_shape[1:]))
     dc = DataConsistency(op, y, n, weights.lam, weights.rho, cfg.cg_iterations, cfg.tv_z,
-                         cfg.boundary, weights.gamma)
-    noise = NoiseSource(seed)
+                         cfg.boundary, weights.gamma, slab)
+    noise = NoiseSource(seed, slab)
     timer = Timer(device)
-    y_norm = float(y.norm())
+    y_norm = global_norm(y, slab)
     last: dict[str, torch.Tensor] = {}
 
     def init() -> Tensors:
@@ -200,21 +216,21 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
 
     def residual(t: Tensors) -> float:
         x = last.get("x0", from_prior_batch(t["x"], cplx))
-        return data_residual(op, x, y, y_norm)
+        return data_residual(op, x, y, y_norm, slab)
 
     identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
-                "shape": list(y.shape), "dtype": str(op.in_dtype), "prior_sigma":
+                "shape": shape, "dtype": str(op.in_dtype), "prior_sigma":
                 [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
-    exact, probes = problem_identity(op, y, denoiser) if options.state_dir is not None else ({}, y_norm)
+    exact, probes = problem_identity(op, y, denoiser) if options.store is not None else ({}, y_norm)
     identity.update(exact)
     tensors, run_info = run_steps("dds", cfg.steps, identity, probes, init, step, noise, residual,
-                                  device, options)
+                                  device, options, slab)
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
             "nfe_per_slice": cfg.steps, "timesteps": ts, "sigma_first": sigmas[0],
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
-            "residual": data_residual(op, x, y, y_norm),
+            "residual": data_residual(op, x, y, y_norm, slab),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
             "time_total": time.perf_counter() - t_start, **run_info}

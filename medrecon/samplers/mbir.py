@@ -16,6 +16,9 @@ predictor step); norms are per image (``corrector_norm="slice"``) or averaged ov
 means). ``final_dc`` ends with ``x += A^T (y - A x) / A^T A 1`` (published, CT only).
 Two network evaluations per slice per step. Complex volumes: as in :mod:`medrecon.samplers.dds`,
 the prior acts on real and imaginary parts as separate images. The start is ``x = sigma_0 n``.
+Distributed (``slab``): as DDS; chunk-averaged corrector norms are averaged over the chunks of
+the whole volume's prior batch (the per-image norms are all-gathered), so they match a single
+process too.
 
 ``trace(i, q)`` (optional) sees step ``i``'s quantities ``q``: ``sigma``, ``sigma_next`` (floats),
 ``x`` (the input prior batch), ``score`` and ``noise`` of the predictor, ``x_predictor``,
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -36,13 +39,17 @@ from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
-                                      prior_chunked, problem_identity, real_dtype, run_steps,
-                                      to_prior_batch)
+                                      global_norm, prior_chunked, problem_identity, real_dtype,
+                                      run_steps, to_prior_batch, volume_shape)
 from medrecon.samplers.config import MbirConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import clip_sigma_range, geometric_sigmas
 from medrecon.solvers.admm import AdmmState, AdmmTV
+from medrecon.samplers.state import StateStore
 from medrecon.solvers.tv import FiniteDifference
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 
 def mbir_sigmas(config: MbirConfig, prior_min: float, prior_max: float) -> list[float]:
@@ -51,12 +58,17 @@ def mbir_sigmas(config: MbirConfig, prior_min: float, prior_max: float) -> list[
     return geometric_sigmas(lo, hi, config.steps)
 
 
-def langevin_step_sizes(score: torch.Tensor, z: torch.Tensor, snr: float, chunk: Optional[int]
-                        ) -> torch.Tensor:
+def langevin_step_sizes(score: torch.Tensor, z: torch.Tensor, snr: float, chunk: Optional[int],
+                        slab: Optional["Slab"] = None) -> torch.Tensor:
     """``2 (snr ||z|| / ||score||)^2`` per image ``[B, 1, 1]``; with ``chunk`` the norms are
-    averaged over consecutive groups of ``chunk`` images (the published behaviour)."""
+    averaged over consecutive groups of ``chunk`` images (the published behaviour), counted over
+    the whole volume's batch when ``score`` is one rank's slab."""
     g = score.flatten(1).norm(dim=1)
     nz = z.flatten(1).norm(dim=1)
+    if chunk is not None and slab is not None and slab.distributed:
+        both = slab.all_gather(torch.stack([g, nz], dim=1))
+        eps = langevin_step_sizes(both[:, :1], both[:, 1:], snr, chunk)
+        return slab.take(eps, eps.shape[0] // slab.n)
     if chunk is not None:
         for start in range(0, g.shape[0], chunk):
             g[start:start + chunk] = g[start:start + chunk].mean()
@@ -75,9 +87,10 @@ def sirt_step(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
          config: Optional[MbirConfig] = None, *, seed: int = 0, op_norm_sq: Optional[float] = None,
-         state_dir: Optional[str] = None, save_every: int = 0, resume: bool = False,
+         store: Optional[StateStore] = None, save_every: int = 0, resume: bool = False,
          progress: bool = False, callback: Optional[Callable[[int, Tensors], None]] = None,
-         trace: Optional[Trace] = None, **overrides: Any) -> SampleResult:
+         trace: Optional[Trace] = None, slab: Optional["Slab"] = None,
+         **overrides: Any) -> SampleResult:
     """Reconstruct ``x`` ``[Z, Y, X]`` from ``y = A x`` with DiffusionMBIR (module docstring).
 
     Arguments as :func:`medrecon.samplers.dds.dds`, with an :class:`MbirConfig` (no ``x_init``;
@@ -86,26 +99,28 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     if config is not None and not isinstance(config, MbirConfig):
         raise UserError(f"expected a MbirConfig, got {type(config).__name__}")
     cfg = with_overrides(config or MbirConfig(), **overrides)
-    options = RunOptions(state_dir, save_every, resume, progress, callback)
+    options = RunOptions(store, save_every, resume, progress, callback)
     t_start = time.perf_counter()
     n = check_problem(op, y, denoiser)
+    shape = volume_shape(y, slab)
     cplx = op.in_dtype if op.in_dtype.is_complex else None
     if cfg.final_dc and cplx is not None:
         raise UserError("final_dc (the SIRT-like last step) is for real (CT) operators; set "
                         "final_dc: false for MRI")
     device = op.device
     denoiser = denoiser.to(device).eval()
-    weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, None, op_norm_sq)
+    weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, None, op_norm_sq, slab)
     sigmas = mbir_sigmas(cfg, float(denoiser.sigma_min), float(denoiser.sigma_max))
     adjacent = sigmas[1:] + [0.0]
     rdt = real_dtype(op.in_dtype)
     batch_shape = ((2 * n) if cplx else n, *(int(s) for s in op.in_shape[1:]))
-    diff = FiniteDifference(n, op.in_shape[1:], (0,), cfg.boundary, op.in_dtype, device)
-    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations)
+    diff = FiniteDifference(n, op.in_shape[1:], (0,), cfg.boundary, op.in_dtype, device, slab)
+    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations,
+                  reduce=slab.sum if slab is not None and slab.distributed else None)
     norm_chunk = cfg.chunk if cfg.corrector_norm == "chunk" else None
-    noise = NoiseSource(seed)
+    noise = NoiseSource(seed, slab)
     timer = Timer(device)
-    y_norm = float(y.norm())
+    y_norm = global_norm(y, slab)
 
     def init() -> Tensors:
         x = noise.normal(batch_shape, rdt, device) * sigmas[0]
@@ -124,7 +139,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         with timer.measure("network"):
             score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score")
         zc = noise.normal(batch_shape, rdt, device)
-        e = langevin_step_sizes(score_c, zc, cfg.snr, norm_chunk)
+        e = langevin_step_sizes(score_c, zc, cfg.snr, norm_chunk, slab)
         x_c = x_p + e * score_c
         if not final:
             x_c = x_c + torch.sqrt(2.0 * e) * zc
@@ -139,22 +154,22 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         return {"x": x_next, "z": st.z, "u": st.u}
 
     def residual(t: Tensors) -> float:
-        return data_residual(op, from_prior_batch(t["x"], cplx), y, y_norm)
+        return data_residual(op, from_prior_batch(t["x"], cplx), y, y_norm, slab)
 
     identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
-                "shape": list(y.shape), "dtype": str(op.in_dtype), "prior_sigma":
+                "shape": shape, "dtype": str(op.in_dtype), "prior_sigma":
                 [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
-    exact, probes = problem_identity(op, y, denoiser) if options.state_dir is not None else ({}, y_norm)
+    exact, probes = problem_identity(op, y, denoiser) if options.store is not None else ({}, y_norm)
     identity.update(exact)
-    tensors, run_info = run_steps("mbir", cfg.steps, identity, probes, init, step, noise,
-                                  residual, device, options)
+    tensors, run_info = run_steps("mbir", cfg.steps, identity, probes, init, step, noise, residual,
+                                  device, options, slab)
     x = from_prior_batch(tensors["x"], cplx)
     if cfg.final_dc:
         x = sirt_step(op, x, y)
     info = {"method": "mbir", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
             "nfe_per_slice": 2 * cfg.steps, "sigma_first": sigmas[0], "sigma_last": sigmas[-1],
             "lam": weights.lam, "rho": weights.rho, "op_norm_sq": weights.op_norm_sq,
-            "residual": data_residual(op, x, y, y_norm),
+            "residual": data_residual(op, x, y, y_norm, slab),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
             "time_total": time.perf_counter() - t_start, **run_info}

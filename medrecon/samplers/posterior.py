@@ -3,8 +3,9 @@
 Sample ``k`` uses seed ``seed + k``. The mean and the (unbiased, K - 1) standard deviation are
 accumulated in sample order (Welford), so memory is two volumes and the result does not depend
 on interruptions. For complex volumes the std is ``sqrt(E |x - mean|^2)`` (real and imaginary
-spread together). With ``state_dir`` every sample keeps its state in ``state_dir/sample-<k>``;
-``resume`` reuses finished samples and continues the interrupted one.
+spread together). With a state ``store`` every sample keeps its state in the child store
+``sample-<k>``; ``resume`` reuses finished samples and continues the interrupted one. With a
+distributed ``slab`` every rank accumulates the mean and std of its slices.
 
 The spread reflects the sampler's randomness: DDS with ``eta = 0`` and ``init_noise=False`` is
 deterministic, so its std is exactly 0.
@@ -12,10 +13,8 @@ deterministic, so its std is exactly 0.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -26,6 +25,10 @@ from medrecon.samplers.config import SamplerConfig
 from medrecon.samplers.conventions import operator_norm_sq
 from medrecon.samplers.dds import dds
 from medrecon.samplers.mbir import mbir
+from medrecon.samplers.state import StateStore
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 SAMPLERS = {"dds": dds, "mbir": mbir}
 
@@ -44,9 +47,9 @@ class PosteriorResult:
 def sample_posterior(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                      samples: int, config: Optional[SamplerConfig] = None, *, seed: int = 0,
                      op_norm_sq: Optional[float] = None,
-                     state_dir: Optional[str | os.PathLike] = None, save_every: int = 0,
-                     resume: bool = False, progress: bool = False, **overrides: Any
-                     ) -> PosteriorResult:
+                     store: Optional[StateStore] = None, save_every: int = 0,
+                     resume: bool = False, progress: bool = False,
+                     slab: Optional["Slab"] = None, **overrides: Any) -> PosteriorResult:
     """Run ``samples`` (>= 2) reconstructions of ``method`` ("dds" | "mbir") with seeds
     ``seed, seed + 1, ...`` and return their per-voxel mean and standard deviation."""
     if method not in SAMPLERS:
@@ -54,15 +57,15 @@ def sample_posterior(method: str, op: LinearOperator, y: torch.Tensor, denoiser:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UserError(f"samples must be an integer >= 2 for a standard deviation, got {samples!r}")
     sampler = SAMPLERS[method]
-    norm_sq = operator_norm_sq(op) if op_norm_sq is None else float(op_norm_sq)
+    norm_sq = operator_norm_sq(op, slab) if op_norm_sq is None else float(op_norm_sq)
     mean: Optional[torch.Tensor] = None
     m2: Optional[torch.Tensor] = None
     infos = []
     for k in range(samples):
-        sub = None if state_dir is None else Path(state_dir) / f"sample-{k:03d}"
+        sub = None if store is None else store.child(f"sample-{k:03d}")
         result = sampler(op, y, denoiser, config, seed=seed + k, op_norm_sq=norm_sq,
-                         state_dir=sub, save_every=save_every, resume=resume,
-                         progress=progress, **overrides)
+                         store=sub, save_every=save_every, resume=resume,
+                         progress=progress, slab=slab, **overrides)
         x = result.x
         infos.append(result.info)
         if mean is None:

@@ -4,15 +4,23 @@
 prior's units with the prior's model card (:func:`~medrecon.samplers.intensity.prior_map_for_measurement`),
 runs ``dds`` or ``mbir`` (or :func:`~medrecon.samplers.posterior.sample_posterior` when
 ``samples > 1``) and maps the result, and the standard deviation, back to working units.
+
+A warm-started DDS (``start_sigma > 0``) starts from the image of a *warm-start solver*
+``warm_start(op, y_prior) -> x_prior`` (the data and the image in the prior's units, where the
+TV weights' convention holds) the caller hands over; by default :func:`tv_warm_start`, ADMM-TV
+with the task's default settings.
+
+Distributed (``slab``): a prior that normalises by the data (MR, intensity convention
+"normalised") takes its percentile over the whole volume's SENSE image, gathered on rank 0,
+so every rank maps its slab with the same scale as a single process would.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -20,8 +28,16 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
-from medrecon.samplers.intensity import IntensityMap, prior_map_for_measurement
+from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
+                                         prior_map_for_measurement)
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+from medrecon.samplers.state import StateStore
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
+
+# A warm-start solver: data y of op (prior units) -> an image [Z, Y, X] in the same units.
+WarmStart = Callable[[LinearOperator, torch.Tensor], torch.Tensor]
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +53,20 @@ class Reconstruction:
 
 def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                 measurement: Any = None, config: Optional[SamplerConfig] = None, *,
-                samples: int = 1, seed: int = 0, state_dir: Optional[str | os.PathLike] = None,
+                samples: int = 1, seed: int = 0, store: Optional[StateStore] = None,
                 save_every: int = 0, resume: bool = False, progress: bool = False,
-                x_init: Optional[torch.Tensor] = None, **overrides: Any) -> Reconstruction:
+                x_init: Optional[torch.Tensor] = None, warm_start: Optional[WarmStart] = None,
+                slab: Optional["Slab"] = None, **overrides: Any) -> Reconstruction:
     """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
     The intensity map comes from ``denoiser.card`` (identity without a card or a measurement:
     ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
-    starts from ``x_init`` (prior units) or, by default, from
-    :func:`warm_start_image`; ``info["time_warm_start"]`` is the time spent on that start (s).
+    starts from ``x_init`` (prior units) or from ``warm_start(op, y_prior)`` (default
+    :func:`tv_warm_start`); ``info["time_warm_start"]`` is the time spent on that start (s).
+    ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.common.RunOptions`);
+    ``slab``: this process's z-slab of a distributed run (``op``, ``y`` and the result are its
+    slices).
     """
     if method not in SAMPLERS:
         raise UserError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -54,19 +74,26 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         raise UserError(f"samples must be a positive integer, got {samples!r}")
     task = getattr(measurement, "task", None)
     cfg = config if config is not None else config_for_task(method, task)
-    imap = (prior_map_for_measurement(measurement, getattr(denoiser, "card", None), op, y)
-            if measurement is not None else IntensityMap(0.0, 1.0))
+    card = getattr(denoiser, "card", None)
+    if measurement is None:
+        imap = IntensityMap(0.0, 1.0)
+    elif slab is not None and slab.distributed and card is not None and normalisation(card):
+        imap = _whole_volume_intensity(op, y, card, slab)
+    else:
+        imap = prior_map_for_measurement(measurement, card, op, y)
     y_p = imap.data_to_prior(op, y)
     cfg = with_overrides(cfg, **overrides)
-    common: dict[str, Any] = dict(seed=seed, state_dir=state_dir, save_every=save_every,
-                                  resume=resume, progress=progress)
+    common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
+                                  resume=resume, progress=progress, slab=slab)
     warm_seconds = 0.0
     if x_init is not None:
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
+        solver = warm_start if warm_start is not None else tv_warm_start(task, slab, progress)
         t0 = time.perf_counter()
         # in prior units, where the TV weights' convention (images in a [0, 1] window) holds
-        common["x_init"] = warm_start_image(op, y_p, task, progress)
+        with torch.no_grad():
+            common["x_init"] = solver(op, y_p)
         warm_seconds = time.perf_counter() - t0
     card = getattr(denoiser, "card", None)
     if card is not None and measurement is not None:
@@ -124,15 +151,63 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
     return p1, p99
 
 
+def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,
+                  progress: bool = False) -> WarmStart:
+    """The default warm-start solver: ADMM-TV with the task's default settings
+    (:class:`medrecon.config.TVSettings`; no non-negativity for complex images)."""
+    from medrecon.config import make_settings
+    from medrecon.solvers.classical import tv_reconstruction
+
+    show = progress and (slab is None or slab.is_first)
+
+    def solve(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+        settings = make_settings("tv", task=task)
+        if op.in_dtype.is_complex:
+            settings.nonnegative = False
+        with torch.no_grad():
+            return tv_reconstruction(op, y, settings, show, slab)
+
+    return solve
+
+
 def warm_start_image(op: LinearOperator, y: torch.Tensor, task: Optional[str],
                      progress: bool = False) -> torch.Tensor:
-    """The start of a warm-started DDS run (``start_sigma > 0``): ADMM-TV with the task's
-    default settings (:class:`medrecon.config.TVSettings`), ``[Z, Y, X]`` in the units of ``y``."""
-    from medrecon.config import make_settings
-    from medrecon.methods import tv_reconstruction
+    """The start of a warm-started DDS run with the default solver (:func:`tv_warm_start`),
+    ``[Z, Y, X]`` in the units of ``y``."""
+    return tv_warm_start(task, progress=progress)(op, y)
 
-    settings = make_settings("tv", task=task)
-    if op.in_dtype.is_complex:
-        settings.nonnegative = False
-    with torch.no_grad():
-        return tv_reconstruction(op, y, settings, progress)
+
+@torch.no_grad()
+def _whole_volume_intensity(op: LinearOperator, y: torch.Tensor, card: Any, slab: "Slab"
+                            ) -> IntensityMap:
+    """:func:`~medrecon.samplers.intensity.mri_intensity` of the whole volume when ``op`` and
+    ``y`` hold one slab: SENSE acts slice by slice, so the slabs' images put together on rank 0
+    are the single-process image; rank 0 takes the percentile there and shares the map."""
+    from medrecon.solvers.classical import sense
+
+    if not op.in_dtype.is_complex:
+        raise UserError(f"prior {card.get('name', '?')!r} is an MR prior (normalised magnitude); "
+                        f"the data are not MRI k-space")
+    norm = normalisation(card)
+    image = slab.gather(sense(op, y, iterations=10).contiguous())
+    value = None
+    if slab.is_first:
+        assert image is not None
+        whole = _Identity(image.shape[1:], image.dtype, image.device)
+        value = mri_intensity(whole, image, norm["percentile"], norm["target"]).scale
+    return IntensityMap(0.0, float(slab.broadcast_object(value)))
+
+
+class _Identity(LinearOperator):
+    """``A = I`` on ``[Z, Y, X]``: SENSE of an image under it (CG on ``x = y``) is the image
+    itself, exactly (one CG step with step size 1), so :func:`mri_intensity` of the gathered
+    SENSE image under it is the single-process normalisation."""
+
+    def __init__(self, image_shape: Any, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__((None, *image_shape), (None, *image_shape), dtype, dtype, device)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y

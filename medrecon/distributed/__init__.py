@@ -1,0 +1,14 @@
+"""Past one device: a volume's z-slabs over the processes of a ``torch.distributed`` group.
+
+- :mod:`medrecon.distributed.slab`: :class:`~medrecon.distributed.slab.Slab`, one process's
+  slices and the few collectives that couple slices (halo slices of ``D_z``, all-reduced sums).
+  Solvers and samplers take ``slab=``; nothing else in them knows about processes.
+- :mod:`medrecon.distributed.launch`: join the group started by ``torchrun`` or ``srun``.
+- :mod:`medrecon.distributed.runner`: one measurement reconstructed by N processes (rank 0
+  reads and writes, every rank computes its slab), as ``medrecon reconstruct`` does under torchrun.
+- :mod:`medrecon.distributed.local`: N local CPU processes on gloo, for tests and benchmarks.
+"""
+
+from medrecon.distributed.slab import Slab, slab_bounds
+
+__all__ = ["Slab", "slab_bounds"]
