@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume, write_dicom_series
     from medrecon.io.atomic import write_text_atomic
-    from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
+    from medrecon.io.dicom_writer import medrecon_dicom_only
+    from medrecon.io.outputs import OutputPlan
     from medrecon.methods import DIFFUSION, run_method
     from medrecon.metrics import PLANES, body_mask, format_table, measurement_convention, score
     from medrecon.provenance import command_line, provenance, write_json

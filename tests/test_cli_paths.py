@@ -128,7 +128,7 @@ ERRORS = {
                           "--seed", "-2", "--output", "r.nii.gz"], "seed must be an integer >= 0"),
     "reconstruct-resume-no-state": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior",
                                      "tiny", "--resume", "--output", "r.nii.gz"],
-                                    "resume needs a state directory"),
+                                    "resume needs a state store"),
     # train
     "train-config-missing": (["train", "--config", "nope.yaml", "--data", "phantoms", "--output",
                               "p1"], "nope.yaml does not exist"),

@@ -710,7 +710,7 @@ def test_a_diverged_method_writes_nothing(base, tmp_path, capsys, monkeypatch) -
     import medrecon.methods as methods
     real = methods.CLASSICAL["sirt"]
     monkeypatch.setitem(methods.CLASSICAL, "sirt",
-                        lambda m, op, y, s, p: real(m, op, y, s, p) * torch.nan)
+                        lambda m, op, y, s, p, slab=None: real(m, op, y, s, p, slab) * torch.nan)
     rc, _, err = run(capsys, ["reconstruct", "--input", base.ct, "--method", "sirt", "--output",
                               tmp_path / "out" / "r.nii.gz", "--dicom-out", tmp_path / "out" / "dcm"])
     assert_refused(rc, err, ["sirt reconstruction", "ct.h5", "NaN", "diverged"])

@@ -128,7 +128,8 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     from medrecon.errors import UserError
     from medrecon.io import load_volume, save_volume
     from medrecon.io.measurements import load_measurement
-    from medrecon.io.outputs import OutputPlan, medrecon_dicom_only
+    from medrecon.io.dicom_writer import medrecon_dicom_only
+    from medrecon.io.outputs import OutputPlan
     from medrecon.methods import DIFFUSION, LAST_INFO
     from medrecon.metrics import body_mask, format_table, measurement_convention, score
     from medrecon.provenance import provenance, write_json

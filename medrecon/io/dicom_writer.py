@@ -265,6 +265,12 @@ def is_medrecon_file(path: Path) -> bool:
     return str(ds.get("Manufacturer", "")) == _CREATOR
 
 
+def medrecon_dicom_only(path: Path) -> Optional[str]:
+    """``accept`` for a DICOM output folder (:class:`medrecon.io.outputs.OutputPlan`): only DICOM
+    files written by medrecon may be replaced."""
+    return None if is_medrecon_file(path) else "a file medrecon did not write"
+
+
 def _publish(tmp_dir: Path, out_dir: Path, names: list[str], overwrite: bool) -> list[Path]:
     """Move the finished files into place: rename the directory when new; otherwise replace
     file by file and remove earlier medrecon slices the new series does not overwrite."""

@@ -529,14 +529,6 @@ def _quietly(fn: Callable, *args: object) -> None:
         log.error("could not restore %s: %s", args[-1], exc)
 
 
-def medrecon_dicom_only(path: Path) -> Optional[str]:
-    """``accept`` for a DICOM output folder: only DICOM files written by medrecon may be
-    replaced."""
-    from medrecon.io.dicom_writer import is_medrecon_file
-
-    return None if is_medrecon_file(path) else "a file medrecon did not write"
-
-
 __all__ = ["OutputPlan", "Output", "Staging", "hold_lock", "acquire_lock", "release_lock",
            "clean_stale", "stale_temporaries", "new_temp_file", "new_temp_dir", "real_path",
-           "inside", "temp_name", "medrecon_dicom_only", "MARK"]
+           "inside", "temp_name", "MARK"]
