@@ -26,7 +26,7 @@ import torch
 from medrecon.config import make_settings, settings_dict
 from medrecon.distributed.launch import ProcessGroup
 from medrecon.distributed.slab import Slab
-from medrecon.errors import UserError
+from medrecon.errors import Interrupted, UserError
 from medrecon.io.measurements import Measurement
 from medrecon.methods import CLASSICAL, DIFFUSION, LAST_INFO, methods_for, run_method
 
@@ -66,7 +66,7 @@ def _run_job(group: ProcessGroup, job: dict, part: Measurement, slab: Slab
     """This rank's share of one job; returns the gathered volume on rank 0 (None elsewhere) and
     rank 0's run details. Raises the UserError of any rank on every rank."""
     method = job["method"]
-    error: Optional[tuple[bool, str]] = None
+    error: Optional[tuple[str, str]] = None
     x, info, failure = None, {}, None
     t0 = time.perf_counter()
     try:
@@ -77,14 +77,16 @@ def _run_job(group: ProcessGroup, job: dict, part: Measurement, slab: Slab
                        backend=job["backend"], slab=slab)
     except Exception as exc:  # noqa: BLE001 - shared with every rank below, then raised
         failure = exc
-        error = (isinstance(exc, UserError), str(exc) if isinstance(exc, UserError)
-                 else f"rank {slab.rank}: {type(exc).__name__}: {exc}")
+        kind = ("interrupted" if isinstance(exc, Interrupted) else
+                "user" if isinstance(exc, UserError) else "other")
+        error = (kind, str(exc) if kind != "other" else
+                 f"rank {slab.rank}: {type(exc).__name__}: {exc}")
     errors = slab.all_gather_object(error)
     first = next((e for e in errors if e), None)
     if first is not None:
-        if first[0]:
-            raise UserError(first[1]) from failure
-        raise RuntimeError(first[1]) from failure
+        kind, message = first
+        raise {"interrupted": Interrupted, "user": UserError}.get(kind, RuntimeError)(message) \
+            from failure
     assert x is not None
     mine = {"rank": slab.rank, "slices": [slab.lo, slab.hi], "seconds": time.perf_counter() - t0,
             "comm_seconds": slab.comm_seconds, "device": str(group.device),
