@@ -97,7 +97,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         warm_seconds = time.perf_counter() - t0
     card = getattr(denoiser, "card", None)
     if card is not None and measurement is not None:
-        check_prior_fit(common.get("x_init"), op, y_p, card)
+        check_prior_fit(common.get("x_init"), op, y_p, card, slab)
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
@@ -119,7 +119,7 @@ FIT_WARN = (0.3, 1.5)
 
 @torch.no_grad()
 def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior: torch.Tensor,
-                    card: dict) -> tuple[float, float]:
+                    card: dict, slab: Optional["Slab"] = None) -> tuple[float, float]:
     """Check that the measurement's image lies in the prior's intensity window.
 
     ``x_prior``: an image in prior units (the warm start), or None: then 10 CGLS iterations on
@@ -127,7 +127,7 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
     percentile (of the magnitude for complex images) is below 0.1 or above 4 prior units, or
     its 1st percentile below -3: the prior would see data far outside what it learned, and
     the result is meaningless (e.g. -23 dB). Warns between those and [0.3, 1.5]. Returns the
-    (1st, 99th) percentiles."""
+    (1st, 99th) percentiles. Distributed (``slab``): the percentiles of the whole volume."""
     from medrecon.errors import DataError
     from medrecon.solvers.classical import cgls
 
@@ -135,6 +135,10 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
     v = (x.abs() if x.is_complex() else x).flatten().to(torch.float64).cpu()
     if v.numel() > 4_000_000:
         v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
+    if slab is not None and slab.distributed:  # every rank judges the whole volume, so all agree
+        if v.numel() > 500_000:
+            v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:500_000]]
+        v = torch.cat(slab.all_gather_object(v))
     p1, p99 = (float(q) for q in torch.quantile(v, torch.tensor([0.01, 0.99], dtype=torch.float64)))
     intensity = card.get("intensity", {}) if isinstance(card, dict) else {}
     window = f"window {intensity.get('window')} {intensity.get('units', '')}".rstrip()
