@@ -345,10 +345,11 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
         out = run_isolated({**base, "method": "tv", "settings": settings}, args.isolate)
         grid.append((out["metrics"]["psnr"], settings, out))
         log(f"  {case.key} ADMM-TV lam_rel={settings['lam_rel']:g}: {out['metrics']['psnr']:.2f} dB")
-    best_psnr, best_settings, best_out = max(grid, key=lambda g: g[0])
-    rows.append(_row(case, f"ADMM-TV 3D (best lam_rel {best_settings['lam_rel']:g})", "tv",
-                     best_settings, best_out,
-                     note="grid " + ", ".join(f"{g[1]['lam_rel']:g}: {g[0]:.2f} dB" for g in grid)))
+    if grid:
+        best_psnr, best_settings, best_out = max(grid, key=lambda g: g[0])
+        rows.append(_row(case, f"ADMM-TV 3D (best lam_rel {best_settings['lam_rel']:g})", "tv",
+                         best_settings, best_out,
+                         note="grid " + ", ".join(f"{g[1]['lam_rel']:g}: {g[0]:.2f} dB" for g in grid)))
     for label, method, settings in diffusion_rows(args.dds_steps, args.mbir_steps, args.rows):
         try:
             out = run_isolated({**base, "method": method, "settings": settings}, args.isolate)
@@ -372,7 +373,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Diffusion benchmark: {cases} ({meta['date'][:10]})", "",
              f"Command: `{meta['command']}`", "",
              f"Device {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, "
-             f"git {meta['git']}. Metrics in working units, data range 1.", "", head,
+             f"git {meta['git']}{_load_note(meta)}. Metrics in working units, data range 1.", "", head,
              "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
@@ -386,6 +387,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
     return "\n".join(lines) + "\n"
+
+
+def _load_note(meta: dict) -> str:
+    load = meta.get("load_average_start")
+    return (f", {meta.get('cpu_count')} CPUs, load average {load[0]:.2f} at the start"
+            if load else "")
 
 
 def _git_revision() -> str:
@@ -414,8 +421,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--rows", nargs="*", choices=DIFFUSION_ROWS, default=["dds"],
                    help="diffusion rows to run (dds-2d: DDS without TV-z; dds-cold: DDS started "
                         "from noise as published instead of the ADMM-TV warm start)")
-    p.add_argument("--tv-factors", type=float, nargs="+", default=list(TV_FACTORS),
-                   help="ADMM-TV grid: multiples of the default lam_rel")
+    p.add_argument("--tv-factors", type=float, nargs="*", default=list(TV_FACTORS),
+                   help="ADMM-TV grid: multiples of the default lam_rel (none: no TV rows; they do "
+                        "not depend on a prior, so a run of new priors can take them from an "
+                        "earlier run: scripts/update_readme.py matches runs by their FBP / "
+                        "zero-filled rows)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samplers")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
@@ -458,6 +468,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "command": command.strip(), "device": args.device, "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpu_count": os.cpu_count(), "git": _git_revision(),
+            "load_average_start": list(os.getloadavg()),
             "shape": list(args.shape), "dds_steps": list(args.dds_steps), "mbir_steps": args.mbir_steps,
             "tv_factors": args.tv_factors, "rows": list(args.rows), "seed": args.seed,
             "cases": per_case}

@@ -42,9 +42,12 @@ def main() -> int:
     if args.resume:
         train.append("--resume")
     if args.gpus > 1 or args.nodes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(args.gpus, 1)}",
-               f"--nnodes={args.nodes}", f"--node_rank={args.node_rank}", f"--master_addr={args.master_addr}",
-               f"--master_port={args.master_port}", "-m", "medrecon.cli", *train, "--device", "cuda"]
+        # one node: --standalone picks a free rendezvous port; several: node 0's address and port
+        where = (["--standalone"] if args.nodes == 1 else
+                 [f"--nnodes={args.nodes}", f"--node_rank={args.node_rank}",
+                  f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"])
+        cmd = [sys.executable, "-m", "torch.distributed.run", *where,
+               f"--nproc_per_node={max(args.gpus, 1)}", "-m", "medrecon.cli", *train, "--device", "cuda"]
     else:
         cmd = [sys.executable, "-m", "medrecon.cli", *train]
     print(" ".join(shlex.quote(c) for c in cmd))

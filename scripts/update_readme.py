@@ -7,6 +7,8 @@ Sources (all produced by commands in this repository, which the tables name):
   one run per group of cases, each table names its command)
 - ``denoising``: benchmarks/results/denoising/denoising.md (``python benchmarks/denoising.py``)
 - ``demo``: benchmarks/results/demo/demo.md (``python benchmarks/demo.py``)
+- ``diffusion-summary``: one line per held-out case from benchmarks/results/diffusion-*/diffusion.json
+  (:func:`diffusion_summary`)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -42,7 +44,10 @@ def benchmark_table(name: str) -> str:
 
 def priors_table() -> str:
     weights = REPO / "medrecon" / "prior" / "weights"
-    lines = ["| prior | parameters | training steps | training slices | final loss (train / val) | "
+    sys.path.insert(0, str(REPO))
+    from medrecon.prior.card import training_lineage
+
+    lines = ["| prior | parameters | training steps: this run (all runs, crops seen) | training slices | final loss (train / val) | "
              "sigma | noisy PSNR | prior PSNR | best-TV PSNR | gain over TV |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     commands = []
@@ -51,7 +56,9 @@ def priors_table() -> str:
         ev = json.loads((weights / name / "prior_eval.json").read_text())
         t = card["training"]
         for k, row in enumerate(ev["denoising"]):
-            head = (f"| `{name}` | {card['parameters']:,} | {t['steps']} | {t['train_slices']} | "
+            total_steps, total_samples = training_lineage(card)
+            head = (f"| `{name}` | {card['parameters']:,} | {t['steps']} ({total_steps}, "
+                    f"{total_samples:,}) | {t['train_slices']} | "
                     f"{t['final_loss']:.4f} / {t['final_val_loss']:.4f} ") if k == 0 else "| | | | | "
             lines.append(head + f"| {row['sigma']:g} | {row['noisy_psnr']:.2f} | {row['prior_psnr']:.2f} | "
                          f"{row['tv_psnr']:.2f} | {row['gain_over_tv_db']:+.2f} dB |")
@@ -59,6 +66,67 @@ def priors_table() -> str:
                         f"`medrecon prior-eval {name} --data {EVAL_DATA[name]} --output "
                         f"medrecon/prior/weights/{name}` ({ev['slices']} held-out slices, seed {ev['seed']})")
     return "\n".join(lines + ["", "Commands:", ""] + commands)
+
+
+# issue 11's targets: DDS (50 steps) minus the best baseline (CT: best-of-grid ADMM-TV; MR: the
+# larger of SENSE and best-of-grid TV), in dB
+TARGETS = {"sv8": 2.5, "sv4": 3.0, "la90": 2.0, "x8-u1d": 2.0, "x8-u1d-noisy": 2.0}
+FINGERPRINT = ("fbp", "zero-filled")   # cheap rows that identify a case's simulated data
+
+
+def _runs() -> list[dict]:
+    results = REPO / "benchmarks" / "results"
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("diffusion-*/diffusion.json"))]
+    return sorted(runs, key=lambda r: r["date"])
+
+
+def diffusion_summary() -> str:
+    """One line per held-out case: DDS at 10/20/50 steps from the newest run that has them,
+    against the best baseline of every run of the same simulated data (matched by the FBP or
+    zero-filled PSNR, which do not depend on a prior), with the target and the verdict."""
+    runs = _runs()
+    cases: dict[str, dict] = {}
+    for run in runs:
+        for r in run["rows"]:
+            if "error" not in r:
+                cases.setdefault(r["case"], {"label": r["label"]})
+    lines = ["| case | best baseline | DDS 10 / 20 / 50 steps | DDS - baseline | target | | "
+             "coronal / sagittal: DDS vs best TV | DDS 50 time (s) | runs |",
+             "|---|---:|---:|---:|---:|---|---|---:|---|"]
+    for key, case in cases.items():
+        dds_runs = [run for run in runs if any(r["case"] == key and r["method"] == "dds"
+                                               and r["row"].startswith("DDS (") for r in run["rows"])]
+        if not dds_runs:
+            continue
+        latest = dds_runs[-1]
+        rows = [r for r in latest["rows"] if r["case"] == key and "error" not in r]
+        finger = {r["method"]: r["psnr"] for r in rows if r["method"] in FINGERPRINT}
+        same = [run for run in runs if any(
+            r["case"] == key and r["method"] in finger and abs(r["psnr"] - finger[r["method"]]) < 5e-3
+            for r in run["rows"] if "error" not in r)]
+        base = [(r, run) for run in same for r in run["rows"]
+                if r["case"] == key and r["method"] in ("tv", "sense") and "error" not in r]
+        tv = [(r, run) for r, run in base if r["method"] == "tv"]
+        if not tv:
+            continue
+        best_tv = max(tv, key=lambda b: b[0]["psnr"])
+        best = max(base, key=lambda b: b[0]["psnr"])
+        dds = {r["nfe_per_slice"]: r for r in rows if r["method"] == "dds" and r["row"].startswith("DDS (")}
+        top = dds[max(dds)]
+        gain = top["psnr"] - best[0]["psnr"]
+        target = TARGETS.get(key.split("-", 1)[1] if key.startswith(("lung2", "brain2"))
+                             else key.rsplit("-", 1)[1])
+        verdict = "" if target is None else ("met" if gain >= target else f"not met ({gain - target:+.2f})")
+        planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best_tv[0]['planes'][p]['psnr']:.2f}"
+                            for p in ("coronal", "sagittal"))
+        name = "SENSE" if best[0]["method"] == "sense" else f"TV {best[0]['settings'].get('lam_rel', 0):g}"
+        used = sorted({latest["git"], best[1]["git"]})
+        lines.append(f"| {case['label']} | {best[0]['psnr']:.2f} ({name}) | "
+                     + " / ".join(f"{dds[k]['psnr']:.2f}" for k in sorted(dds))
+                     + f" | {gain:+.2f} | {'' if target is None else f'+{target:g}'} | {verdict} | "
+                     f"{planes} | {top['seconds']:.0f} | DDS: git {latest['git']}, {latest['date'][:10]}; "
+                     f"baseline: git {best[1]['git']} |")
+    return "\n".join(lines)
 
 
 _COMMAND = re.compile(r"(^|`)(python|medrecon) ", re.M)
@@ -80,7 +148,8 @@ def main() -> int:
     path = REPO / "README.md"
     readme = path.read_text()
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
-               "demo": benchmark_table, "priors": lambda _: priors_table()}
+               "demo": benchmark_table, "priors": lambda _: priors_table(),
+               "diffusion-summary": lambda _: diffusion_summary()}
     for name, make in sources.items():
         if f"<!-- BEGIN {name} -->" in readme:
             readme = replace(readme, name, venv_commands(make(name)))

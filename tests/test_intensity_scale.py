@@ -56,6 +56,36 @@ def test_normalised_prior_is_scale_free(problem, factor: float) -> None:
     assert float((scaled - base).abs().max() / base.abs().max()) < 1e-3
 
 
+@pytest.mark.parametrize("factor", [1e-3, 1e3])
+def test_recorded_noise_is_used_and_scale_free(problem, factor: float) -> None:
+    """A noisy measurement's recorded k-space sigma (working units, as ``medrecon simulate``
+    writes it) sets DDS's noise-weighted proximal step in prior units: scaling the data and its
+    recorded noise by a factor gives the same reconstruction times that factor."""
+    from medrecon.physics.noise import complex_gaussian
+
+    op, y, truth, den, target = problem
+    sigma = 0.05
+    noisy = complex_gaussian(y, sigma, seed=3) * op.mask
+    den.card = _card("normalised", target)
+    try:
+        runs = {}
+        for f in (1.0, factor):
+            m = SimpleNamespace(task="cs-mri", attrs={"options": {"sigma": sigma * f}})
+            runs[f] = reconstruct("dds", op, noisy * f, den, m, steps=6, seed=0)
+        plain = reconstruct("dds", op, noisy, den, SimpleNamespace(task="cs-mri", attrs={}),
+                            steps=6, seed=0)
+    finally:
+        del den.card
+    base, scaled = runs[1.0], runs[factor]
+    scale = base.info["intensity_map"][1]
+    assert base.info["noise_sigma_working"] == sigma
+    assert base.info["gamma"] == pytest.approx((0.1 * scale / sigma) ** 2, rel=1e-6)
+    assert scaled.info["gamma"] == pytest.approx(base.info["gamma"], rel=1e-4)
+    p_base, p_scaled = psnr(base.x, truth, 1.0), psnr(scaled.x / factor, truth, 1.0)
+    assert abs(p_scaled - p_base) < 0.1, (p_base, p_scaled)
+    assert p_base > psnr(plain.x, truth, 1.0) + 3.0       # the recorded noise was used
+
+
 def test_window_prior_depends_on_scale(problem) -> None:
     """The control: a fixed-window card is not scale-free (what the normalisation fixes): the
     same data 1000 times larger no longer fit its window, and the run is refused rather than

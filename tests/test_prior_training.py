@@ -1,6 +1,7 @@
 """The 2D prior: preconditioning identities, VE/VP conversions, training, resume, checkpoints."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from medrecon.errors import DataError, UserError
+from medrecon.prior.card import training_lineage
 from medrecon.prior.checkpoint import load_prior, read_card, save_prior
 from medrecon.prior.data import SliceSet, draw_batch, from_phantoms
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
@@ -95,6 +97,36 @@ def test_resume_equals_uninterrupted(slices, tmp_path) -> None:
         assert torch.equal(a, b)
 
 
+def test_learning_rate_schedule_and_its_resume(slices, tmp_path) -> None:
+    """Constant ``lr``, then a cosine decay to ``lr_final`` over the last ``lr_decay_steps`` of the
+    recipe; a function of the step, so an interrupted run resumes on the same schedule."""
+    cfg = tiny_config(lr_final=1e-4, lr_decay_steps=4)
+    t = Trainer(cfg, slices, tmp_path / "s")
+    rates = []
+    for step in range(7):
+        t.step = step
+        rates.append(t.learning_rate())
+    assert rates[:3] == [1e-3] * 3
+    assert rates[4] == pytest.approx(1e-4 + 0.5 * 9e-4)          # half-way down the cosine
+    assert rates[5] == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi * 0.75)))
+    assert rates[6] == pytest.approx(1e-4)                       # the end of the recipe
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    straight = Trainer(cfg, slices, tmp_path / "a")
+    straight.fit(progress=False)
+    assert straight.opt.param_groups[0]["lr"] == pytest.approx(rates[5])
+    first = Trainer(cfg, slices, tmp_path / "b")
+    first.fit(steps=3, progress=False)
+    resumed = Trainer(cfg, slices, tmp_path / "b")
+    assert resumed.load_checkpoint()
+    resumed.fit(progress=False)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for bad in ({"lr_decay_steps": 4}, {"lr_decay_steps": 4, "lr_final": 1.0},
+                {"lr_decay_steps": -1, "lr_final": 0.0}):
+        with pytest.raises(ValueError, match="lr_"):
+            TrainConfig.from_dict({"lr": 1e-3, **bad})
+
+
 def _card(name="t", window=(0.0, 1.0)) -> dict:
     return {"name": name, "architecture": {"family": "edm-unet", "config": UNetConfig(**TINY).to_dict()},
             "parameterisation": "edm", "noise": {"sigma_min": 0.002, "sigma_max": 80.0}, "image_size": 32,
@@ -149,6 +181,32 @@ def test_train_command_writes_a_loadable_prior(tmp_path) -> None:
     assert card["intensity"]["window"] == [0.0, 1.0]
     assert (out / "loss_curve.png").stat().st_size > 0
     assert load_prior(out).image_size == 32
+
+
+def test_init_from_continues_the_weights_and_the_lineage(tmp_path) -> None:
+    """``--init-from``: a fresh run starts from a prior's raw (training) weights for the model and
+    its EMA weights for the EMA, and its card counts all the training behind the weights."""
+    from safetensors.torch import load_file
+
+    from medrecon.cli import main
+    cfg = Path(__file__).parents[1] / "configs" / "train_tiny.yaml"
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--quiet", "train", "--config", str(cfg), "--data", "phantoms", "--volumes", "2"]
+    assert main([*common, "--steps", "3", "--output", str(first)]) == 0
+    t = Trainer(tiny_config(), from_phantoms(2, 32, slices=4, n_val=1), tmp_path / "run")
+    init = t.init_from_prior(str(first))
+    raw, ema = load_file(str(first / "raw.safetensors")), load_file(str(first / "ema.safetensors"))
+    assert init["copied"] == len(raw) and not init["fresh"]
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, raw[k]), k
+    for k, v in t.ema.state_dict().items():
+        assert torch.equal(v, ema[k]), k
+    assert (init["total_steps_before"], init["total_samples_before"]) == (3, 3 * 4)
+    assert main([*common, "--steps", "2", "--init-from", str(first), "--output", str(second)]) == 0
+    training = read_card(second)["training"]
+    assert training["steps"] == 2 and training["initialised_from"]["steps_before"] == 3
+    assert (training["total_steps"], training["total_samples"]) == (5, 5 * 4)
+    assert training_lineage(read_card(second)) == (5, 20)
 
 
 _DDP_SCRIPT = r"""

@@ -260,7 +260,11 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
             "intensity": intensity_card(data),
             "training": {"data": data.provenance.get("data"), "split": data.provenance.get("split"),
                          "provenance": provenance, "licence": licence, "command": command,
-                         "steps": t.step, "train_slices": int(data.train.shape[0]),
+                         "steps": t.step,
+                         "total_steps": t.step + (init or {}).get("total_steps_before", 0),
+                         "total_samples": t.step * config.batch_size
+                         + (init or {}).get("total_samples_before", 0),
+                         "train_slices": int(data.train.shape[0]),
                          "val_slices": int(data.val.shape[0]),
                          "final_loss": (sum(v for _, v in t.losses[-100:]) / len(t.losses[-100:]))
                          if t.losses else None,

@@ -116,6 +116,21 @@ def save_prior(directory: str | os.PathLike, card: dict, ema_state: dict[str, to
     return directory
 
 
+def training_lineage(card: dict) -> tuple[int, int]:
+    """``(steps, samples)`` of all the training behind a prior's weights: its own run plus the
+    runs it was initialised from (``--init-from``). Cards that record no totals count their
+    predecessors' steps at their own batch size (true of every shipped prior)."""
+    t = card.get("training") or {}
+    if "total_steps" in t and "total_samples" in t:
+        return int(t["total_steps"]), int(t["total_samples"])
+    steps = int(t.get("steps") or 0)
+    batch = int((t.get("config") or {}).get("batch_size") or 0)
+    before = t.get("initialised_from") or {}
+    steps_before = int(before.get("total_steps_before", before.get("steps_before")) or 0)
+    samples_before = int(before.get("total_samples_before", steps_before * batch))
+    return steps + steps_before, steps * batch + samples_before
+
+
 def card_summary(card: dict) -> dict[str, Any]:
     """The few card fields a user wants to see first."""
     t = card.get("training", {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,8 @@ class TrainConfig:
     steps: int = 20000
     batch_size: int = 16             # global batch (split over ranks)
     lr: float = 2e-4
+    lr_final: Optional[float] = None  # cosine decay from lr to lr_final over the last steps
+    lr_decay_steps: int = 0           # length of that decay (0: constant lr)
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -58,7 +61,14 @@ class TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
-        return cls(network=net, **d)
+        config = cls(network=net, **d)
+        decay, final = config.lr_decay_steps, config.lr_final
+        if isinstance(decay, bool) or not isinstance(decay, int) or decay < 0:
+            raise ValueError(f"lr_decay_steps must be an integer >= 0, got {decay!r}")
+        if decay and (isinstance(final, bool) or not isinstance(final, (int, float))
+                      or not 0 <= final <= config.lr):
+            raise ValueError(f"lr_final must be a number in [0, lr] with lr_decay_steps, got {final!r}")
+        return config
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,8 +148,21 @@ class Trainer:
         return torch.Generator().manual_seed(
             ((self.config.seed * 1_000_003 + self.step) * 64 + self.rank) * 4 + purpose)
 
+    def learning_rate(self) -> float:
+        """Learning rate of the current step: ``lr`` until the last ``lr_decay_steps`` of the
+        recipe's ``steps``, then a cosine decay to ``lr_final`` (a function of the step alone,
+        so a resumed or interrupted run follows the same schedule)."""
+        cfg = self.config
+        if not cfg.lr_decay_steps or cfg.lr_final is None:
+            return cfg.lr
+        start = cfg.steps - cfg.lr_decay_steps
+        t = min(max((self.step - start) / cfg.lr_decay_steps, 0.0), 1.0)
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1.0 + math.cos(math.pi * t))
+
     def train_step(self) -> float:
         cfg = self.config
+        for group in self.opt.param_groups:
+            group["lr"] = self.learning_rate()
         gen = self._generator(0)
         x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
                         cfg.crop, cfg.max_zoom).to(self.device)
@@ -196,6 +219,7 @@ class Trainer:
         from safetensors.torch import load_file
 
         from medrecon.io.checks import require_finite_tensors
+        from medrecon.prior.card import training_lineage
         from medrecon.prior.checkpoint import read_card, resolve, weights_path
 
         directory = resolve(name_or_path)
@@ -215,8 +239,10 @@ class Trainer:
             state = target.state_dict()
             state.update({k: source[k].to(state[k].dtype) for k in copied if k in source})
             target.load_state_dict(state)
+        total_steps, total_samples = training_lineage(card)
         return {"prior": card.get("name"), "directory": str(directory), "weights": weights,
                 "steps_before": card.get("training", {}).get("steps"),
+                "total_steps_before": total_steps, "total_samples_before": total_samples,
                 "copied": len(copied), "fresh": sorted(set(own) - set(copied)),
                 "dropped": sorted(set(raw) - set(copied))}
 

@@ -112,7 +112,15 @@ class DdsConfig:
     tv_z: ADMM-TV along z (True) or per-slice CG data consistency only (False, "2D DDS").
     boundary: D_z boundary, "neumann" (default) or "circular".
     gamma_rel: proximal data consistency for noisy data, ``(I + gamma A^H A) x = x0_hat +
-        gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` (0: off, the plain noise-free form).
+        gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` (0: off, the plain noise-free form,
+        unless ``noise_sigma`` is set).
+    noise_sigma: standard deviation of the measurement noise per sample (``E|n|^2``), in the
+        units of the data the sampler receives (:func:`medrecon.samplers.run.reconstruct` takes
+        it in working units, as ``medrecon simulate --sigma``, and converts). With
+        ``gamma_rel = 0`` it sets the proximal weight from the noise, ``gamma =
+        (anchor_std / noise_sigma)^2``: the MAP balance of Gaussian data of that noise against
+        a Tweedie estimate with error ``anchor_std`` per pixel. 0: noiseless (plain form).
+    anchor_std: assumed error of the Tweedie estimate per pixel, prior units (see noise_sigma).
     init_noise: start from ``x_T ~ N(0, I)`` (True) or from ``x_T = 0`` (False, deterministic).
     start_sigma: 0 (default): the full schedule from the prior's largest sigma. > 0: a warm start
         ("come closer, diffuse faster"): the ``steps`` steps cover ``[0, sigma <= start_sigma]``
@@ -130,6 +138,8 @@ class DdsConfig:
     tv_z: bool = True
     boundary: str = "neumann"
     gamma_rel: float = 0.0
+    noise_sigma: float = 0.0
+    anchor_std: float = 0.1
     init_noise: bool = True
     start_sigma: float = 0.0
     chunk: int = 20
@@ -145,6 +155,8 @@ class DdsConfig:
         _check_common(self)
         _check_number("eta", self.eta, 0.0, hi=1.0)
         _check_number("gamma_rel", self.gamma_rel, 0.0)
+        _check_number("noise_sigma", self.noise_sigma, 0.0)
+        _check_number("anchor_std", self.anchor_std, 0.0, lo_open=True)
         _check_number("start_sigma", self.start_sigma, 0.0)
         for name in ("tv_z", "init_noise"):
             if not isinstance(getattr(self, name), bool):

@@ -9,7 +9,8 @@ each of the ``steps`` DDIM steps (timesteps 980, 960, ..., 0 for 50 steps) does
     x0'    = data consistency started at x0_hat:
              tv_z: one ADMM-TV(z) iteration, CG warm-started at x0_hat (z, u kept across steps)
              else: per-slice CG on A^H A x = A^H y warm-started at x0_hat ("2D DDS")
-             with gamma: the proximal form (I + gamma A^H A) x = x0_hat + gamma A^H y (+ TV-z)
+             with gamma: the proximal form (I + gamma A^H A) x = x0_hat + gamma A^H y (+ TV-z);
+             noisy data (noise_sigma > 0, gamma_rel = 0): gamma = (anchor_std / noise_sigma)^2
     x      = x0' + sigma_t' (eta z + sqrt(1 - eta^2) eps),     z ~ N(0, I)
 
 and the step after timestep 0 goes to the clean image (``sigma = 0``). The start is
@@ -35,6 +36,7 @@ single-process one up to float32 summation order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -177,6 +179,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
     denoiser = denoiser.to(device).eval()
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
+    if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
+        weights = dataclasses.replace(weights, gamma=(cfg.anchor_std / cfg.noise_sigma) ** 2)
     ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max))
     sig_next = sigmas[1:] + [0.0]
     sig_floor = float(denoiser.sigma_min)

@@ -32,6 +32,7 @@ from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisat
                                          prior_map_for_measurement)
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
 from medrecon.samplers.state import StateStore
+from medrecon.tasks import recorded_noise_sigma
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
@@ -83,6 +84,11 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         imap = prior_map_for_measurement(measurement, card, op, y)
     y_p = imap.data_to_prior(op, y)
     cfg = with_overrides(cfg, **overrides)
+    noise_working = 0.0
+    if method == "dds":  # the noise level in working units (given, or recorded) -> prior units
+        noise_working = cfg.noise_sigma or (recorded_noise_sigma(measurement) if measurement else 0.0)
+        if noise_working > 0:
+            cfg = with_overrides(cfg, noise_sigma=noise_working / imap.scale)
     common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
                                   resume=resume, progress=progress, slab=slab)
     warm_seconds = 0.0
@@ -102,11 +108,12 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
                               {**result.info, "intensity_map": [imap.lo, imap.scale],
+                               "noise_sigma_working": noise_working,
                                "time_warm_start": warm_seconds})
     post = sample_posterior(method, op, y_p, denoiser, samples, cfg, **common)
     return Reconstruction(imap.image_from_prior(post.mean), post.std * imap.scale,
                           {"method": method, "samples": samples, "seeds": post.seeds,
-                           "time_warm_start": warm_seconds,
+                           "time_warm_start": warm_seconds, "noise_sigma_working": noise_working,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
 
 
