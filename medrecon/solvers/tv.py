@@ -50,6 +50,14 @@ class FiniteDifference(LinearOperator):
             raise ValueError(f"{slab} holds {slab.count} slices, not {n_slices}")
         self.slab = slab if slab is not None and slab.distributed else None
 
+    def _subset(self, sl: slice) -> LinearOperator:
+        """In-plane differences act slice by slice (the same operator); a difference along z
+        couples the slices, so it has no restriction to some of them."""
+        if 0 in self.axes:
+            raise ValueError("FiniteDifference along z couples the slices; it cannot act on a "
+                             f"subset {sl!r} of them (build one for those slices instead)")
+        return self
+
     def _diff(self, v: torch.Tensor, axis: int) -> torch.Tensor:
         if axis == 0 and self.slab is not None:
             return self._diff_z_slab(v)
