@@ -363,6 +363,7 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
             f"physics/network {out['info']['time_physics'] / max(out['info']['time_network'], 1e-9):.2f}")
     snr = kspace_snr_db(volume, opts, args.seed) if case.task == "cs-mri" else None
     return rows, {"data": note, "shape": list(volume.shape), "kspace_snr_db": snr,
+                  "prior": case.prior, "prior_ema_sha256": None if args.prior_factory else _prior_hash(case.prior),
                   "measurement": {k: v for k, v in m.attrs.items() if k != "volume"}}
 
 
@@ -396,11 +397,24 @@ def _load_note(meta: dict) -> str:
 
 
 def _git_revision() -> str:
+    """The short revision, with ``+changes`` when the working tree differs from it (e.g. new
+    prior weights not committed yet: each case also records its prior's weight hash)."""
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _prior_hash(prior: str) -> Optional[str]:
+    """SHA-256 (first 16 hex digits) of a shipped prior's EMA weights; None if not found."""
+    import hashlib
+
+    path = REPO / "medrecon" / "prior" / "weights" / prior / "ema.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

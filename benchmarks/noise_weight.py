@@ -9,7 +9,7 @@ Run on ``brain1``, a *training* subject of the ``brain-mri`` prior, never on the
 ``brain2``: this is where ``anchor_std`` (configs/dds_cs_mri.yaml) was chosen. k-space noise
 ``sigma`` 0 (noiseless), 0.02 and 0.05 in working units (as ``medrecon simulate --sigma``), DDS
 with 20 steps and its other defaults, one thread. PSNR / SSIM of the magnitude in working units,
-data range 1. Writes ``benchmarks/results/noise-weight/noise_weight.md`` and ``.json``.
+data range 1. Writes ``benchmarks/results/noise_weight/noise_weight.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--slices", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
-    p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results" / "noise-weight"))
+    p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results" / "noise_weight"))
     args = p.parse_args(argv)
 
     import torch

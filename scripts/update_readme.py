@@ -7,6 +7,7 @@ Sources (all produced by commands in this repository, which the tables name):
   one run per group of cases, each table names its command)
 - ``denoising``: benchmarks/results/denoising/denoising.md (``python benchmarks/denoising.py``)
 - ``demo``: benchmarks/results/demo/demo.md (``python benchmarks/demo.py``)
+- ``noise_weight``: benchmarks/results/noise_weight/noise_weight.md (``python benchmarks/noise_weight.py``)
 - ``diffusion-summary``: one line per held-out case from benchmarks/results/diffusion-*/diffusion.json
   (:func:`diffusion_summary`)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
@@ -90,6 +91,10 @@ def diffusion_summary() -> str:
         for r in run["rows"]:
             if "error" not in r:
                 cases.setdefault(r["case"], {"label": r["label"]})
+    order = [f"{d}-{t}" for d in ("lung2", "chest-ct") for t in ("sv8", "sv4", "la90")] + \
+        ["brain2-x8-u1d", "brain2-x8-u1d-noisy"]
+    cases = dict(sorted(cases.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                         else len(order), kv[0])))
     lines = ["| case | best baseline | DDS 10 / 20 / 50 steps | DDS - baseline | target | | "
              "coronal / sagittal: DDS vs best TV | DDS 50 time (s) | runs |",
              "|---|---:|---:|---:|---:|---|---|---:|---|"]
@@ -148,7 +153,8 @@ def main() -> int:
     path = REPO / "README.md"
     readme = path.read_text()
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
-               "demo": benchmark_table, "priors": lambda _: priors_table(),
+               "demo": benchmark_table, "noise_weight": benchmark_table,
+               "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary()}
     for name, make in sources.items():
         if f"<!-- BEGIN {name} -->" in readme:

@@ -22,7 +22,7 @@ from medrecon.distributed.local import run_local
 from medrecon.distributed.slab import Slab, slab_bounds
 from medrecon.errors import UserError
 
-TOLERANCE = 1e-5
+TOLERANCE = cases.SLAB_TOLERANCE
 _single: dict = {}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from distributed_cases import SLAB_TOLERANCE
 from medrecon.cli import main
 
 TINY = dict(image_size=32, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1,
@@ -198,7 +199,12 @@ def test_srun_environment_is_a_process_group(workspace: Path, tmp_path: Path) ->
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]          # rank 0 writes
-    assert np.array_equal(volume(tmp_path / "two.nii.gz"), volume(tmp_path / "one.nii.gz"))
+    two, one = volume(tmp_path / "two.nii.gz"), volume(tmp_path / "one.nii.gz")
+    difference = float(np.abs(two - one).max() / np.abs(one).max())
+    # float32 sums in another order; CGLS carries them furthest: measured 4.6e-4 on this project's
+    # current 2-core machine (1 and 2 threads of one process agree bitwise), bitwise equal on an
+    # earlier one
+    assert difference <= 5 * SLAB_TOLERANCE, difference
 
 
 def test_launch_environment(monkeypatch) -> None:
