@@ -25,6 +25,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 PRIORS = ("phantom", "chest-ct", "brain-mri")
@@ -81,11 +82,11 @@ def _runs() -> list[dict]:
     return sorted(runs, key=lambda r: r["date"])
 
 
-def diffusion_summary() -> str:
+def diffusion_summary(runs: Optional[list[dict]] = None) -> str:
     """One line per held-out case: DDS at 10/20/50 steps from the newest run that has them,
     against the best baseline of every run of the same simulated data (matched by the FBP or
     zero-filled PSNR, which do not depend on a prior), with the target and the verdict."""
-    runs = _runs()
+    runs = _runs() if runs is None else sorted(runs, key=lambda r: r["date"])
     cases: dict[str, dict] = {}
     for run in runs:
         for r in run["rows"]:

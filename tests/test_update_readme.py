@@ -1,0 +1,45 @@
+"""scripts/update_readme.py's summary of the diffusion benchmark: DDS from the newest run, the
+best baseline from every run of the same simulated data (matched by the FBP row), the verdict."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("update_readme", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(method: str, psnr: float, row: str = "", nfe: int = 0, **settings) -> dict:
+    planes = {p: {"psnr": psnr + k, "ssim": 0.5} for k, p in enumerate(("axial", "coronal", "sagittal"))}
+    return {"case": "lung2-sv8", "label": "lung2: 8 views", "row": row or method, "method": method,
+            "settings": settings, "psnr": psnr, "ssim": 0.5, "planes": planes,
+            "nfe_per_slice": nfe, "seconds": 10.0 * nfe}
+
+
+def _run(date: str, git: str, rows: list) -> dict:
+    return {"date": date, "git": git, "rows": rows}
+
+
+def test_summary_takes_newest_dds_and_best_matching_baseline() -> None:
+    summary = _script().diffusion_summary
+    old = _run("2026-01-01T00:00:00", "aaa", [_row("fbp", 15.0), _row("tv", 24.0, lam_rel=1e-4),
+                                              _row("dds", 25.0, "DDS (50 steps)", 50)])
+    wider_grid = _run("2026-01-02T00:00:00", "bbb", [_row("fbp", 15.0), _row("tv", 25.0, lam_rel=5e-5)])
+    other_data = _run("2026-01-03T00:00:00", "ccc", [_row("fbp", 14.0), _row("tv", 30.0, lam_rel=1e-4)])
+    new = _run("2026-01-04T00:00:00", "ddd", [_row("fbp", 15.0), _row("dds", 26.0, "DDS (10 steps)", 10),
+                                              _row("dds", 27.6, "DDS (50 steps)", 50)])
+    line = [ln for ln in summary([new, other_data, old, wider_grid]).splitlines() if "lung2" in ln][0]
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[2] == "25.00 (TV 5e-05)"         # the wider grid's TV; not the other data's 30 dB
+    assert cells[3] == "26.00 / 27.60"            # the newest run's DDS rows
+    assert cells[4] == "+2.60" and cells[5] == "+2.5" and cells[6] == "met"
+    assert cells[7] == "28.60 vs 26.00 / 29.60 vs 27.00"
+    assert "DDS: git ddd" in cells[9] and "baseline: git bbb" in cells[9]
+    worse = _run("2026-01-05T00:00:00", "eee", [_row("fbp", 15.0), _row("dds", 27.4, "DDS (50 steps)", 50)])
+    line = [ln for ln in summary([old, wider_grid, worse]).splitlines() if "lung2" in ln][0]
+    assert "not met (-0.10)" in line
