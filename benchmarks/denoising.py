@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
@@ -136,7 +135,7 @@ def markdown(doc: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
-    from medrecon.io.atomic import write_text_atomic
+    from results_files import write_results
     from medrecon.prior.checkpoint import load_prior
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -170,10 +169,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{kind}: {len(slices)} slices", file=sys.stderr)
             rows = denoise_rows(slices, args.sigmas, dens, args.seed, not args.no_bm3d)
             doc["parts"][kind] = {"prior": name, "n_slices": int(len(slices)), "slices": described, "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
     text = markdown(doc)
-    write_text_atomic(out / "denoising.md", text, overwrite=True)
-    write_text_atomic(out / "denoising.json", json.dumps(doc, indent=1) + "\n", overwrite=True)
+    write_results(out, "denoising", text, doc)
     print(text)
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
@@ -56,7 +55,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from medrecon.datasets import real_volume, resample_volume, take_slab
-    from medrecon.io.atomic import write_text_atomic
+    from results_files import write_results
     from medrecon.metrics import volume_metrics
     from medrecon.prior.checkpoint import load_prior
     from medrecon.samplers.config import config_for_task
@@ -106,11 +105,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         gamma = "-" if r["gamma"] is None else f"{r['gamma']:.3g}"
         lines.append(f"| {r['sigma']:g} | {r['row']} | {gamma} | {r['psnr']:.2f} | {r['ssim']:.3f} "
                      f"| {r['seconds']:.0f} |")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
-    write_text_atomic(out / "noise_weight.md", text, overwrite=True)
-    write_text_atomic(out / "noise_weight.json", json.dumps(doc, indent=1) + "\n", overwrite=True)
+    write_results(Path(args.output_dir), "noise_weight", text, doc)
     print(text)
     return 0
 
