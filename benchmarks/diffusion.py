@@ -411,10 +411,10 @@ def _git_revision() -> str:
 
 def _prior_hash(prior: str) -> Optional[str]:
     """SHA-256 (first 16 hex digits) of a shipped prior's EMA weights; None if not found."""
-    import hashlib
+    from medrecon.provenance import sha256_file
 
     path = REPO / "medrecon" / "prior" / "weights" / prior / "ema.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    return sha256_file(path)[:16] if path.is_file() else None
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

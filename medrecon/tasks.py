@@ -20,7 +20,6 @@ stored in the measurement (``attrs["scale"]``, ``attrs["offset"]``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -249,19 +248,6 @@ def build_operator(m: Measurement, device: torch.device | str = "cpu", backend: 
                 f"k-space); store coil maps in the file (arrays/coil_maps [C, Y, X])")
     mask = np.asarray(m.arrays["mask"]).astype(bool) if "mask" in m.arrays else np.abs(m.data).sum(axis=(0, 1)) > 0
     return SenseOperator(maps.to(device), mask, device=device)
-
-
-def recorded_noise_sigma(m: Measurement) -> float:
-    """The k-space noise standard deviation a CS-MRI measurement records (working units, as
-    ``medrecon simulate --sigma`` wrote it); 0 when none is recorded or for CT."""
-    if m.task in CT_TASKS:
-        return 0.0
-    options = m.attrs.get("options") or {}
-    value = options.get("sigma", 0.0) if isinstance(options, dict) else 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
-        raise DataError(f"{_where(m)}: recorded noise sigma must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def data_in_working_units(m: Measurement, op: LinearOperator, device: torch.device | str = "cpu") -> torch.Tensor:

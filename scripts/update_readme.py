@@ -120,13 +120,11 @@ def diffusion_summary(runs: Optional[list[dict]] = None) -> str:
         dds = {r["nfe_per_slice"]: r for r in rows if r["method"] == "dds" and r["row"].startswith("DDS (")}
         top = dds[max(dds)]
         gain = top["psnr"] - best[0]["psnr"]
-        target = TARGETS.get(key.split("-", 1)[1] if key.startswith(("lung2", "brain2"))
-                             else key.rsplit("-", 1)[1])
+        target = next((v for k, v in TARGETS.items() if key.endswith("-" + k)), None)
         verdict = "" if target is None else ("met" if gain >= target else f"not met ({gain - target:+.2f})")
         planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best_tv[0]['planes'][p]['psnr']:.2f}"
                             for p in ("coronal", "sagittal"))
         name = "SENSE" if best[0]["method"] == "sense" else f"TV {best[0]['settings'].get('lam_rel', 0):g}"
-        used = sorted({latest["git"], best[1]["git"]})
         lines.append(f"| {case['label']} | {best[0]['psnr']:.2f} ({name}) | "
                      + " / ".join(f"{dds[k]['psnr']:.2f}" for k in sorted(dds))
                      + f" | {gain:+.2f} | {'' if target is None else f'+{target:g}'} | {verdict} | "

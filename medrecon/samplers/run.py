@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from medrecon.errors import UserError
+from medrecon.io.measurements import recorded_noise_sigma
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
@@ -32,7 +33,6 @@ from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisat
                                          prior_map_for_measurement)
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
 from medrecon.samplers.state import StateStore
-from medrecon.tasks import recorded_noise_sigma
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
