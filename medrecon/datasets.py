@@ -46,7 +46,8 @@ class RealVolume:
     sha256: str
     modality: str
     units: str
-    role: str           # "train" or "test" (held out: never trained on, never used to choose a recipe)
+    role: str           # "train", "test" (held out: never trained on, never used to choose a recipe) or
+                        # "split" (parts of each kind; see the slab function)
     package: str
     licence: str
     description: str
@@ -77,7 +78,18 @@ REAL_VOLUMES: dict[str, RealVolume] = {
                             "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327", "MR", "a.u.", "train",
                             "insighttoolkit4-examples 4.13.3 (Debian)", "Apache-2.0 (ITK; see its copyright file)",
                             "T1 head, 128 x 128 x 62 at 2 x 2 x 3 mm, coronal slices (resliced to axial)"),
+    "abdomen-pelvis": RealVolume("totalsegmentator-2.18.0/example_ct.nii.gz",
+                                 "dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1", "CT", "HU",
+                                 "split", "TotalSegmentator 2.18.0 source archive (PyPI sdist), "
+                                 "tests/reference_files/example_ct.nii.gz", "Apache-2.0",
+                                 "CT of abdomen and pelvis, 122 x 101 x 112 (R, A, S) at 3 mm isotropic, HU; "
+                                 "axial slices k >= 60 (abdomen) train, k < 56 (pelvis) held out"),
 }
+
+# The TotalSegmentator volume is split along its superior axis (axial slice index k after
+# reslicing to axial, which keeps the file's k order: its third axis runs towards superior).
+ABDOMEN_TRAIN = range(60, 112)   # abdomen: training
+PELVIS_TEST = range(0, 56)       # pelvis: held out (anatomy the priors never saw); 56-59 unused
 
 
 def real_volume_path(name: str, root: Optional[str | Path] = None) -> Path:
@@ -103,6 +115,18 @@ def real_volume(name: str, root: Optional[str | Path] = None, verify: bool = Tru
     source = dict(volume.source, package=entry.package, licence=entry.licence, sha256=entry.sha256, name=name)
     return Volume(array=volume.array, spacing=volume.spacing, affine=volume.affine, modality=entry.modality,
                   units=entry.units, source=source, description=entry.description)
+
+
+def abdomen_pelvis_slab(part: str, root: Optional[str | Path] = None) -> Volume:
+    """The TotalSegmentator CT's ``"train"`` part (axial slices k >= 60, abdomen) or ``"test"``
+    part (k < 56, the held-out pelvis), in HU at the file's 3 mm grid."""
+    ranges = {"train": ABDOMEN_TRAIN, "test": PELVIS_TEST}.get(part)
+    if ranges is None:
+        raise UserError(f"part must be 'train' or 'test', got {part!r}")
+    volume = real_volume("abdomen-pelvis", root)
+    if volume.affine[2, 0] <= 0:
+        raise DataError("abdomen-pelvis: slice index does not run towards superior after reslicing")
+    return take_slab(volume, ranges.start, min(ranges.stop, volume.shape[0]))
 
 
 def data_root() -> Path:

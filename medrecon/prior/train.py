@@ -26,7 +26,7 @@ import torch.distributed as dist
 from medrecon.progress import tqdm
 
 from medrecon.io.jsonio import json_text
-from medrecon.prior.data import SliceSet, draw_batch
+from medrecon.prior.data import SliceSet, draw_batch, draw_multiscale_batch
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class TrainConfig:
     max_rotation_deg: float = 10.0
     max_zoom: float = 0.0            # isotropic zoom augmentation, factor in [1/(1+z), 1+z]
     crop: int = 0                    # train on random crop x crop windows (0: whole slices)
+    pixel_spacings: list = field(default_factory=list)  # mm; multi-scale training levels (sample sets)
     checkpoint_every: int = 200
     val_every: int = 500
     seed: int = 0
@@ -62,6 +63,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
         config = cls(network=net, **d)
+        spacings = config.pixel_spacings
+        if not isinstance(spacings, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     and v > 0 for v in spacings):
+            raise ValueError(f"pixel_spacings must be a list of positive numbers (mm), got {spacings!r}")
+        if spacings and not config.crop:
+            raise ValueError("pixel_spacings (multi-scale training) needs crop > 0")
         decay, final = config.lr_decay_steps, config.lr_final
         if isinstance(decay, bool) or not isinstance(decay, int) or decay < 0:
             raise ValueError(f"lr_decay_steps must be an integer >= 0, got {decay!r}")
@@ -164,8 +171,12 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.learning_rate()
         gen = self._generator(0)
-        x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
-                        cfg.crop, cfg.max_zoom).to(self.device)
+        if self.data.levels:
+            x0 = draw_multiscale_batch(self.data.levels, cfg.batch_size // self.world, gen, cfg.crop,
+                                       cfg.max_rotation_deg, cfg.max_zoom).to(self.device)
+        else:
+            x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
+                            cfg.crop, cfg.max_zoom).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = edm_loss(self.model, x0, gen, cfg.p_mean, cfg.p_std, raw=self.raw)
         self.opt.zero_grad(set_to_none=True)
