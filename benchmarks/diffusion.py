@@ -92,6 +92,9 @@ class Case:
 CT_CASES = (("sv8", "sparse-view CT, 8 views", "sparse-view-ct", {"views": 8}),
             ("sv4", "sparse-view CT, 4 views", "sparse-view-ct", {"views": 4}),
             ("la90", "limited-angle CT, 90 deg wedge", "limited-angle-ct", {"wedge": 90.0}))
+# run only when named with --cases (the resolution benchmarks: 256 x 256 at 16 views, 512 x 512 at 32)
+EXTRA_CT_CASES = (("sv16", "sparse-view CT, 16 views", "sparse-view-ct", {"views": 16}),
+                  ("sv32", "sparse-view CT, 32 views", "sparse-view-ct", {"views": 32}))
 MRI_CASES = (("x4-u1d", "CS-MRI x4 uniform 1D, 8 coils", {"acceleration": 4.0, "mask": "uniform1d"}),
              ("x8-u1d", "CS-MRI x8 uniform 1D, 8 coils", {"acceleration": 8.0, "mask": "uniform1d"}),
              ("x4-p2d", "CS-MRI x4 Poisson 2D, 8 coils", {"acceleration": 4.0, "mask": "poisson2d"}),
@@ -100,14 +103,17 @@ MRI_CASES = (("x4-u1d", "CS-MRI x4 uniform 1D, 8 coils", {"acceleration": 4.0, "
 
 MRI_NOISE_SIGMA = 0.02               # complex Gaussian k-space noise of the "noisy" MR cases, working units
 HELD_OUT_CT = (("lung2", "chest-ct"), ("chest-ct", "chest-ct"))
+# the pelvis of the TotalSegmentator CT (axial slices k < 56): anatomy no prior was trained on
+EXTRA_HELD_OUT_CT = (("pelvis", "chest-ct"),)
 HELD_OUT_MR = (("x8-u1d", "CS-MRI x8 uniform 1D, 8 coils, noiseless", {"acceleration": 8.0, "mask": "uniform1d"}),
                ("x8-u1d-noisy", f"CS-MRI x8 uniform 1D, 8 coils, k-space noise sigma {MRI_NOISE_SIGMA:g}",
                 {"acceleration": 8.0, "mask": "uniform1d", "sigma": MRI_NOISE_SIGMA}))
 
 
-def make_cases(quick: bool, legacy: bool = False) -> list[Case]:
+def make_cases(quick: bool, legacy: bool = False, named: Optional[list[str]] = None) -> list[Case]:
     """The held-out cases (default): lung2 and the chest slab 41-64 under the three CT tasks,
-    brain2 at x8 (noiseless and noisy). ``legacy``: the earlier cases (phantom, MNI template)."""
+    brain2 at x8 (noiseless and noisy). ``legacy``: the earlier cases (phantom, MNI template).
+    ``named``: also the cases that run only when named (16 and 32 views; the pelvis slab)."""
     cases = []
     if quick:
         key, label, task, opts = CT_CASES[0]
@@ -119,8 +125,8 @@ def make_cases(quick: bool, legacy: bool = False) -> list[Case]:
             cases.append(Case(f"brain-mri-{key}", f"brain-mri: {label}", "brain-mri", "cs-mri",
                               "brain-mri", opts))
         return cases
-    for dataset, prior in HELD_OUT_CT:
-        for key, label, task, opts in CT_CASES:
+    for dataset, prior in HELD_OUT_CT + (EXTRA_HELD_OUT_CT if named else ()):
+        for key, label, task, opts in CT_CASES + (EXTRA_CT_CASES if named else ()):
             cases.append(Case(f"{dataset}-{key}", f"{dataset}: {label}", dataset, task, prior, opts))
     for key, label, opts in HELD_OUT_MR:
         cases.append(Case(f"brain2-{key}", f"brain2: {label}", "brain2", "cs-mri", "brain-mri", opts))
@@ -168,6 +174,17 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
         volume = resample_volume(take_slab(volume, z0, z0 + z), shape[1])
         return volume, (f"medrecon.datasets.real_volume({dataset!r}) slices {z0}..{z0 + z - 1}, "
                         f"resampled to {shape[1]} x {shape[1]}, shape {list(volume.shape)}")
+    if dataset == "pelvis":  # held-out part of the TotalSegmentator CT, squared with air, central slab
+        from medrecon.datasets import abdomen_pelvis_slab, resample_volume, take_slab
+        try:
+            volume = square_with_air(abdomen_pelvis_slab("test"))
+        except Exception as exc:  # noqa: BLE001 - the dataset is skipped with the reason
+            return None, f"unavailable: {type(exc).__name__}: {exc}"
+        z = min(volume.shape[0], shape[0])
+        z0 = (volume.shape[0] - z) // 2
+        volume = resample_volume(take_slab(volume, z0, z0 + z), shape[1])
+        return volume, (f"medrecon.datasets.abdomen_pelvis_slab('test') (axial k < 56) slices {z0}..{z0 + z - 1}, "
+                        f"padded with air (-1000 HU) to a square, resampled to {shape[1]} x {shape[1]}")
     if dataset == "phantom":
         from medrecon.phantoms import random_ellipsoids
         arr = random_ellipsoids(shape, seed=PHANTOM_SEED, contrast="ct")
@@ -196,6 +213,19 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
         volume = dataclasses.replace(volume, array=volume.array[z0:z0 + z])
     return volume, (f"medrecon.datasets.{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}), "
                     f"slices {z0}..{z0 + z - 1} of it, shape {list(volume.shape)}")
+
+
+def square_with_air(volume: Any) -> Any:
+    """``volume`` (HU, square pixels) padded in-plane, centred, with -1000 HU to a square slice
+    (the affine's origin moves with the padding)."""
+    z, y, x = volume.shape
+    n = max(y, x)
+    oy, ox = (n - y) // 2, (n - x) // 2
+    array = np.full((z, n, n), -1000.0, np.float32)
+    array[:, oy:oy + y, ox:ox + x] = volume.array
+    affine = volume.affine.copy()
+    affine[:3, 3] = (volume.affine @ np.array([0.0, -oy, -ox, 1.0]))[:3]
+    return dataclasses.replace(volume, array=array, affine=affine)
 
 
 def kspace_snr_db(volume: Any, options: dict, seed: int) -> Optional[float]:
@@ -350,9 +380,13 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
         rows.append(_row(case, f"ADMM-TV 3D (best lam_rel {best_settings['lam_rel']:g})", "tv",
                          best_settings, best_out,
                          note="grid " + ", ".join(f"{g[1]['lam_rel']:g}: {g[0]:.2f} dB" for g in grid)))
-    for label, method, settings in diffusion_rows(args.dds_steps, args.mbir_steps, args.rows):
+    priors = args.priors or [case.prior]
+    for prior, (label, method, settings) in [(p, r) for p in priors
+                                             for r in diffusion_rows(args.dds_steps, args.mbir_steps, args.rows)]:
+        if args.priors:
+            label = f"{label}, prior {prior}"
         try:
-            out = run_isolated({**base, "method": method, "settings": settings}, args.isolate)
+            out = run_isolated({**base, "prior": prior, "method": method, "settings": settings}, args.isolate)
         except Exception as exc:  # noqa: BLE001 - e.g. no prior yet: the row records why
             log(f"  {case.key} {label}: failed ({type(exc).__name__}: {exc})")
             rows.append({"case": case.key, "label": case.label, "row": label, "method": method,
@@ -364,6 +398,7 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
     snr = kspace_snr_db(volume, opts, args.seed) if case.task == "cs-mri" else None
     return rows, {"data": note, "shape": list(volume.shape), "kspace_snr_db": snr,
                   "prior": case.prior, "prior_ema_sha256": None if args.prior_factory else _prior_hash(case.prior),
+                  "priors": {p: None if args.prior_factory else _prior_hash(p) for p in (args.priors or [case.prior])},
                   "measurement": {k: v for k, v in m.attrs.items() if k != "volume"}}
 
 
@@ -440,6 +475,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         "not depend on a prior, so a run of new priors can take them from an "
                         "earlier run: scripts/update_readme.py matches runs by their FBP / "
                         "zero-filled rows)")
+    p.add_argument("--priors", nargs="+", default=None, metavar="PRIOR",
+                   help="run the diffusion rows once with each of these priors (default: the case's prior)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samplers")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
@@ -475,7 +512,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_text_atomic(Path(args.from_json).with_name("diffusion.md"), text, overwrite=True)
         print(text)
         return 0
-    cases = [c for c in make_cases(args.quick, args.legacy) if args.cases is None or c.key in args.cases]
+    cases = [c for c in make_cases(args.quick, args.legacy, args.cases)
+             if args.cases is None or c.key in args.cases]
     rows, per_case = [], {}
     command = "python benchmarks/diffusion.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     meta = {"format": FORMAT, "date": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -119,7 +119,7 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         from medrecon.prior.checkpoint import load_prior
         from medrecon.samplers.run import reconstruct, tv_warm_start
 
-        prior = load_prior(s.prior, device=device, expect_image_size=int(op.in_shape[-1]))
+        prior = load_prior(s.prior, device=device, image_shape=tuple(int(n) for n in op.in_shape[-2:]))
         sampler_config = base(**{k: getattr(s, k) for k in sampler_fields})
         store = DirectoryStateStore(s.state_dir) if s.state_dir else None
         result = reconstruct(method, op, y, prior, m, sampler_config, samples=s.samples, seed=s.seed,

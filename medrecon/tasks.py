@@ -173,6 +173,17 @@ def _volume_attrs(volume: Volume) -> dict:
                                                           if isinstance(v, (str, int, float))}}
 
 
+def pixel_spacing_of(m: Measurement) -> Optional[float]:
+    """The in-plane pixel spacing (mm) of the image a measurement describes: the smaller in-plane
+    spacing of the volume it records (``attrs["volume"]["spacing"]``, [z, y, x]); None when it
+    records none."""
+    spacing = (m.attrs.get("volume") or {}).get("spacing")
+    try:
+        return float(min(spacing[1], spacing[2]))
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
 def _where(m: Measurement) -> str:
     return str(m.path) if m.path is not None else "measurement"
 

@@ -133,7 +133,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     from medrecon.methods import DIFFUSION, LAST_INFO
     from medrecon.metrics import body_mask, format_table, measurement_convention, score
     from medrecon.provenance import provenance, write_json
-    from medrecon.tasks import output_volume, recon_shape, to_volume_units
+    from medrecon.tasks import output_volume, pixel_spacing_of, recon_shape, to_volume_units
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
@@ -166,7 +166,8 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
         from medrecon.units import check_prior
 
         card = read_card(resolve(settings.prior))
-        check_prior(card, m.task, m.attrs.get("volume", {}).get("units", "a.u."), force=args.force)
+        check_prior(card, m.task, m.attrs.get("volume", {}).get("units", "a.u."), force=args.force,
+                    pixel_spacing=pixel_spacing_of(m))
 
     # everything read and every output checked before any work
     shape = recon_shape(m)

@@ -78,14 +78,25 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 
 def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cpu",
-               expect_image_size: Optional[int] = None,
+               expect_image_size: Optional[int] = None, image_shape: Optional[Sequence[int]] = None,
                expect_window: Optional[Sequence[float]] = None, weights: str = "ema") -> Denoiser:
     """Load a prior (shipped name or directory) as a :class:`Denoiser` in eval mode on ``device``.
 
-    The returned denoiser carries ``.card``. Refuses mismatches with a DataError.
+    The returned denoiser carries ``.card``. Refuses mismatches with a DataError:
+    ``expect_image_size`` must equal the card's image size; ``image_shape`` (``(H, W)`` of the
+    slices it will see) must be the card's ``image_size`` square for a fixed-size (published)
+    prior, while the fully convolutional ``edm-unet`` priors take any size.
     """
+    from medrecon.prior.card import any_image_size
+
     directory = resolve(name_or_path)
     card = read_card(directory)
+    if image_shape is not None and not any_image_size(card) and \
+            tuple(int(n) for n in image_shape) != (int(card["image_size"]),) * 2:
+        raise DataError(f"{directory}: prior {card.get('name')!r} ({card['architecture'].get('family')}) applies "
+                        f"to {card['image_size']}x{card['image_size']} slices only, the data are "
+                        f"{'x'.join(str(int(n)) for n in image_shape)}; resample the volume (--size "
+                        f"{card['image_size']})")
     if expect_image_size is not None and int(card["image_size"]) != int(expect_image_size):
         raise DataError(f"{directory}: prior is {card['image_size']}x{card['image_size']}, "
                         f"the data need {expect_image_size}x{expect_image_size}")

@@ -22,6 +22,9 @@ class Denoiser(nn.Module, ABC):
     """A 2D prior as a denoiser. Subclasses implement :meth:`denoise` and set the attributes."""
 
     image_size: int = 0          # H = W the prior was trained at (pixels)
+    fixed_size: bool = True      # True: applies to image_size x image_size slices only
+    size_multiple: int = 1       # any-size priors: H and W are padded to a multiple of this
+    bytes_per_pixel: int = 0     # peak inference memory per pixel of one image (0: not known)
     sigma_min: float = 0.002     # smallest noise level it is reliable at (prior units)
     sigma_max: float = 80.0      # largest noise level it was trained on (prior units)
 

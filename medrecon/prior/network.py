@@ -71,7 +71,12 @@ class EDMUNetDenoiser(Denoiser):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config
-        self.image_size = config.image_size
+        self.image_size = config.image_size  # the size it was trained at; it applies to any size
+        self.fixed_size = False
+        self.size_multiple = 2 ** (len(config.channels) - 1)
+        # about 16 float32 feature maps of the first level's width alive at the peak (measured:
+        # 1.0 KB per pixel for channels[0] = 16, one 512 x 512 slice, CPU, no grad)
+        self.bytes_per_pixel = 64 * config.channels[0]
         self.sigma_min, self.sigma_max = config.sigma_min, config.sigma_max
         self.net = DiffusionModelUNet(
             spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels,
@@ -94,6 +99,14 @@ class EDMUNetDenoiser(Denoiser):
         return self.net((x - self.config.centre) * c_in, self.c_noise(sigma.to(x.dtype).reshape(-1)))
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, H, W]`` of any H, W: padded (edge values repeated) to a multiple of
+        ``size_multiple`` for the network, cropped back after."""
+        h, w = x.shape[-2:]
+        m = self.size_multiple
+        ph, pw = -h % m, -w % m
+        if ph or pw:
+            padded = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+            return self.denoise(padded, sigma)[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         sd = self.config.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)

@@ -67,7 +67,8 @@ def check_problem(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser) -> in
         raise UserError(f"measurement does not fit the operator: {exc}") from None
     image = tuple(int(s) for s in op.in_shape[1:])
     size = int(getattr(denoiser, "image_size", 0) or 0)
-    if size and (len(image) != 2 or image != (size, size)):
+    fixed = bool(getattr(denoiser, "fixed_size", True))
+    if fixed and size and (len(image) != 2 or image != (size, size)):
         raise UserError(f"the prior was trained on {size}x{size} slices but the operator's "
                         f"slices are {'x'.join(map(str, image))}; resample the volume or choose "
                         "a prior of that size")
@@ -114,6 +115,43 @@ def _net_dtype(denoiser: Denoiser, fallback: torch.dtype) -> torch.dtype:
     return fallback
 
 
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, or the host's available
+    memory (``MemAvailable``) on the CPU; None when it cannot be read."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        if device.type == "cpu":
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None
+
+
+_CHUNK_NOTED: set = set()
+
+
+def memory_chunk(denoiser: Denoiser, image: tuple[int, int], chunk: int, device: torch.device,
+                 fraction: float = 0.5, available: Optional[int] = None) -> int:
+    """The number of images per network call: ``chunk``, lowered so that the call's estimated
+    peak memory (``denoiser.bytes_per_pixel`` x pixels x images) stays within ``fraction`` of
+    the device's free memory (estimated before allocating; never below 1). Images of one call
+    are independent, so the result does not depend on it."""
+    per_image = int(getattr(denoiser, "bytes_per_pixel", 0) or 0) * int(image[0]) * int(image[1])
+    free = available if available is not None else available_memory(torch.device(device))
+    if per_image <= 0 or free is None:
+        return chunk
+    fits = max(1, int(fraction * free) // per_image)
+    if fits < chunk and (image, chunk, fits) not in _CHUNK_NOTED:
+        _CHUNK_NOTED.add((image, chunk, fits))
+        log.info("network calls take %d slices of %dx%d at a time (not %d): about %.0f MB each, "
+                 "%.0f MB free", fits, image[0], image[1], chunk, per_image / 2**20, free / 2**20)
+    return min(chunk, fits)
+
+
 @torch.no_grad()
 def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
                   kind: str = "denoise") -> torch.Tensor:
@@ -123,6 +161,7 @@ def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
         raise UserError(f"chunk must be a positive number of slices, got {chunk}")
     fn = denoiser.denoise if kind == "denoise" else denoiser.score
     dtype = _net_dtype(denoiser, x.dtype)
+    chunk = memory_chunk(denoiser, tuple(x.shape[-2:]), chunk, x.device)
     out = torch.empty_like(x)
     for start in range(0, x.shape[0], chunk):
         part = x[start:start + chunk].unsqueeze(1).to(dtype)
@@ -148,8 +187,21 @@ class NoiseSource:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.slab = slab if slab is not None and slab.distributed else None
 
-    def normal(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``N(0, 1)`` of ``shape`` (a real dtype) on ``device``."""
+    def normal(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+               period: int = 1, rows_per_slice: int = 1) -> torch.Tensor:
+        """``N(0, 1)`` of ``shape`` (a real dtype) on ``device``. ``period > 1``: correlated
+        across slices (:mod:`medrecon.samplers.slice_noise`; ``rows_per_slice`` rows of dim 0
+        belong to one slice), defined on the whole volume as the independent noise is."""
+        if period > 1:
+            from medrecon.samplers.slice_noise import anchor_count, interpolate_anchors
+
+            rows = self.slab.global_rows(shape[0]) if self.slab is not None else shape[0]
+            n = rows // rows_per_slice
+            anchors = torch.randn((anchor_count(n, period), rows_per_slice, *shape[1:]),
+                                  generator=self.generator, dtype=torch.float32)
+            full = interpolate_anchors(anchors, n, period)
+            mine = self.slab.take(full, rows_per_slice).clone() if self.slab is not None else full
+            return mine.to(device=device, dtype=dtype)
         if self.slab is None:
             z = torch.randn(shape, generator=self.generator, dtype=torch.float32)
             return z.to(device=device, dtype=dtype)

@@ -127,6 +127,9 @@ class DdsConfig:
         and start from ``x_init + sigma n`` with ``x_init`` an initial reconstruction (ADMM-TV
         when the caller gives none; see :func:`medrecon.samplers.run.reconstruct`).
     chunk: prior images per network call (memory only).
+    slice_noise_period: 1 (default): independent noise per slice, as published. P > 1: the
+        start and re-noising noise correlated across slices, on spherical paths between
+        independent anchors every P slices (:mod:`medrecon.samplers.slice_noise`, after ISCS).
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
     """
 
@@ -143,6 +146,7 @@ class DdsConfig:
     init_noise: bool = True
     start_sigma: float = 0.0
     chunk: int = 20
+    slice_noise_period: int = 1
     beta_start: float = 1e-4
     beta_end: float = 0.02
     timesteps: int = 1000
@@ -153,6 +157,7 @@ class DdsConfig:
     def validate(self) -> "DdsConfig":
         """Check every field (UserError naming the field); returns self."""
         _check_common(self)
+        _check_positive_int("slice_noise_period", self.slice_noise_period)
         _check_number("eta", self.eta, 0.0, hi=1.0)
         _check_number("gamma_rel", self.gamma_rel, 0.0)
         _check_number("noise_sigma", self.noise_sigma, 0.0)
@@ -169,6 +174,8 @@ class DdsConfig:
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("chunk")
+        if d["slice_noise_period"] == 1:   # the published independent noise: identities as before
+            d.pop("slice_noise_period")
         return d
 
 

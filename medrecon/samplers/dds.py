@@ -194,11 +194,14 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     y_norm = global_norm(y, slab)
     last: dict[str, torch.Tensor] = {}
 
+    def draw() -> torch.Tensor:
+        return noise.normal(batch_shape, rdt, device, cfg.slice_noise_period, 2 if cplx else 1)
+
     def init() -> Tensors:
         if x_start is not None:
-            x = to_prior_batch(x_start) + noise.normal(batch_shape, rdt, device) * sigmas[0]
+            x = to_prior_batch(x_start) + draw() * sigmas[0]
         elif cfg.init_noise:
-            x = noise.normal(batch_shape, rdt, device) * math.sqrt(1.0 + sigmas[0] ** 2)
+            x = draw() * math.sqrt(1.0 + sigmas[0] ** 2)
         else:
             x = torch.zeros(batch_shape, dtype=rdt, device=device)
         return {"x": x, **dc.initial_state(x_start)}
@@ -211,7 +214,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
         last["x0"] = x0
-        z = noise.normal(batch_shape, rdt, device) if (cfg.eta > 0 and sig_next[i] > 0) else None
+        z = draw() if (cfg.eta > 0 and sig_next[i] > 0) else None
         x_next = ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z)
         if trace is not None:
             trace(i, {"sigma": sigma, "sigma_next": sig_next[i], "x": xr, "x0_hat": x0r,
