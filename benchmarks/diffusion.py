@@ -385,6 +385,9 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
                                              for r in diffusion_rows(args.dds_steps, args.mbir_steps, args.rows)]:
         if args.priors:
             label = f"{label}, prior {prior}"
+        if args.dds_set and method == "dds":
+            settings = {**settings, **args.dds_set}
+            label = f"{label}, " + ", ".join(f"{k}={v}" for k, v in args.dds_set.items())
         try:
             out = run_isolated({**base, "prior": prior, "method": method, "settings": settings}, args.isolate)
         except Exception as exc:  # noqa: BLE001 - e.g. no prior yet: the row records why
@@ -477,6 +480,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         "zero-filled rows)")
     p.add_argument("--priors", nargs="+", default=None, metavar="PRIOR",
                    help="run the diffusion rows once with each of these priors (default: the case's prior)")
+    p.add_argument("--dds-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="extra DDS settings for every dds row (e.g. slice_noise_period=2); named in the row label")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samplers")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
@@ -494,6 +499,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.shape = tuple(args.shape or (QUICK_SHAPE if args.quick else FULL_SHAPE))
     args.rows = tuple(args.rows)
+    import yaml
+    pairs = [item.partition("=") for item in args.dds_set]
+    if any(not key or not eq for key, eq, _ in pairs):
+        p.error(f"--dds-set takes KEY=VALUE items, got {args.dds_set}")
+    args.dds_set = {key: yaml.safe_load(value) for key, _, value in pairs}
     args.dds_steps = tuple(args.dds_steps or ((10,) if args.quick else (10, 20, 50)))
     args.mbir_steps = args.mbir_steps or (10 if args.quick else 100)
     return args
