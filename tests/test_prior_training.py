@@ -352,3 +352,34 @@ def test_edm_loss_is_the_weighted_denoising_error() -> None:
         err = ((model.denoise(x0 + s * noise, sigma) - x0) ** 2).mean(dim=(1, 2, 3))
         weight = (sigma**2 + 0.3**2) / (sigma * 0.3) ** 2
     assert got == pytest.approx(float((weight * err).mean()), rel=1e-4)
+
+
+def test_two_steps_are_clipped_adamw_on_the_edm_loss(slices, tmp_path) -> None:
+    """Each step: the EDM loss of the step's batch, gradients scaled to norm <= grad_clip, one
+    AdamW step at the step's learning rate (computed here with torch.optim.AdamW directly)."""
+    import copy
+
+    cfg = tiny_config(lr_final=2e-4, lr_decay_steps=2)
+    cfg.steps, cfg.grad_clip, cfg.weight_decay = 3, 0.05, 0.01
+    trainer = Trainer(cfg, slices, tmp_path / "a")
+    model = copy.deepcopy(trainer.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # steps 0 and 1 at lr; step 2 half-way down the cosine from lr to lr_final
+    lrs = [1e-3, 1e-3, 2e-4 + 0.5 * (1e-3 - 2e-4)]
+    for step, lr in enumerate(lrs):
+        gen = trainer._generator(0)            # the step's seeded draw (same numbers here)
+        x0 = draw_batch(slices.train, cfg.batch_size, gen, cfg.max_rotation_deg, cfg.crop, cfg.max_zoom)
+        loss = edm_loss(model, x0, gen, cfg.p_mean, cfg.p_std)
+        opt.zero_grad()
+        loss.backward()
+        norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters()))
+        assert norm > 2 * cfg.grad_clip                           # clipping is active
+        for p in model.parameters():
+            p.grad.mul_(cfg.grad_clip / (norm + 1e-6))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        assert trainer.train_step() == pytest.approx(float(loss.detach()), rel=1e-5)
+        assert trainer.step == step + 1
+        for a, b in zip(model.parameters(), trainer.model.parameters()):
+            torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6, msg=f"step {step}")
