@@ -1,4 +1,4 @@
-"""Check that the test suite catches one-line bugs in the samplers, solvers and readers.
+"""Check that the test suite catches one-line bugs in the samplers, solvers, readers and the rest.
 
 Each mutation replaces one line of medrecon's source in a scratch copy of the repository (the
 working tree is never touched) and runs the listed default-suite tests there; the mutation is
@@ -37,6 +37,23 @@ SOLVER_TESTS = ("tests/test_solvers.py", "tests/test_operator_contract.py") + SA
 DICOM_TESTS = ("tests/test_dicom_reader.py", "tests/test_dicom_bundled.py")
 CT_TESTS = ("tests/test_ct.py", "tests/test_operator_contract.py")
 CLI_TESTS = ("tests/test_cli_paths.py",)
+# issue 23: slabs and launch, metrics, NRRD, output plans, units, training, the prior-fit check
+SPLIT_TESTS = ("tests/test_distributed.py::test_split_measurement_cuts_per_slice_arrays_only",
+               "tests/test_distributed.py::test_split_measurement_of_a_sinogram")
+LAUNCH_TESTS = tuple(f"tests/test_distributed_cli.py::{t}" for t in (
+    "test_launch_environment", "test_torchrun_rank_world_and_local_rank_come_from_their_own_variables",
+    "test_srun_rank_world_and_local_rank_come_from_their_own_variables",
+    "test_srun_rendezvous_address_and_port", "test_join_under_srun_exports_the_torchrun_variables",
+    "test_each_cuda_rank_takes_the_gpu_of_its_local_rank"))
+METRICS_TESTS = ("tests/test_metrics.py",)
+NRRD_TESTS = ("tests/test_nrrd.py",)
+OUTPUTS_TESTS = ("tests/test_outputs.py",)
+UNITS_TESTS = ("tests/test_units.py",)
+TRAIN_TESTS = tuple(f"tests/test_prior_training.py::{t}" for t in (
+    "test_ema_is_the_lerp_of_the_trained_weights", "test_validation_loss_scores_the_ema_weights",
+    "test_edm_loss_is_the_weighted_denoising_error", "test_two_steps_are_clipped_adamw_on_the_edm_loss",
+    "test_resume_equals_uninterrupted"))
+FIT_TESTS = ("tests/test_samplers_prior_fit.py",)
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,123 @@ MUTATIONS = [
     Mutation("cli-interrupt-exit-2", "medrecon/cli.py",
              "return 130\n    except UserError", "return 2\n    except UserError", CLI_TESTS,
              "an interrupted sampler exits 2"),
+    # -- issue 23: slabs of a measurement ----------------------------------------------------
+    Mutation("slab-cut-one-too-many", "medrecon/distributed/runner.py",
+             "np.ascontiguousarray(arr[lo:hi]) if per_slice", "np.ascontiguousarray(arr[lo:hi + 1]) if per_slice",
+             SPLIT_TESTS, "a per-slice array is cut one slice too long"),
+    Mutation("slab-mask-ndim", "medrecon/distributed/runner.py",
+             '{"mask": 3, "coil_maps": 4}', '{"mask": 2, "coil_maps": 4}', SPLIT_TESTS,
+             "a per-slice [Z, ky, kx] mask is taken as shared (and a [ky, kx] one cut)"),
+    Mutation("slab-length-or", "medrecon/distributed/runner.py",
+             "== arr.ndim and arr.shape[0] == n", "== arr.ndim or arr.shape[0] == n", SPLIT_TESTS,
+             "per-slice when the rank OR the length along z fits"),
+    Mutation("slab-sends-reference", "medrecon/distributed/runner.py",
+             "if name in ROOT_ONLY:\n            continue", "if name in ROOT_ONLY:\n            pass",
+             SPLIT_TESTS, "every rank is sent the reference volume"),
+    # -- launchers ---------------------------------------------------------------------------
+    Mutation("torchrun-local-rank-env", "medrecon/distributed/launch.py",
+             'os.environ.get("LOCAL_RANK", "0")', 'os.environ.get("RANK", "0")', LAUNCH_TESTS,
+             "torchrun's local rank read from RANK"),
+    Mutation("srun-local-rank-env", "medrecon/distributed/launch.py",
+             'os.environ.get("SLURM_LOCALID", "0")', 'os.environ.get("SLURM_NODEID", "0")', LAUNCH_TESTS,
+             "srun's local rank read from SLURM_NODEID"),
+    Mutation("srun-world-ntasks", "medrecon/distributed/launch.py",
+             'world = _int("SLURM_STEP_NUM_TASKS")', 'world = _int("SLURM_NTASKS")', LAUNCH_TESTS,
+             "srun's world size from the job's task count, not the step's"),
+    Mutation("srun-port-no-modulo", "medrecon/distributed/launch.py",
+             'str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)',
+             'str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")))', LAUNCH_TESTS,
+             "the rendezvous port is not wrapped into [20000, 40000)"),
+    Mutation("cuda-rank-bound", "medrecon/distributed/launch.py",
+             "if local_rank >= count:", "if local_rank > count:", LAUNCH_TESTS,
+             "local rank N on a node with N GPUs is let through"),
+    # -- metrics -----------------------------------------------------------------------------
+    Mutation("metrics-coronal-sagittal-swap", "medrecon/metrics.py",
+             '"coronal": 1, "sagittal": 2', '"coronal": 2, "sagittal": 1', METRICS_TESTS,
+             "coronal and sagittal planes taken along the wrong axes"),
+    Mutation("body-mask-mu-sign", "medrecon/metrics.py",
+             "hu_to_mu(BODY_THRESHOLD_HU, MU_WATER)", "hu_to_mu(-BODY_THRESHOLD_HU, MU_WATER)",
+             METRICS_TESTS, "body threshold +500 HU for volumes in 1/mm"),
+    Mutation("body-mask-unscaled", "medrecon/metrics.py",
+             "threshold = lo + (BODY_THRESHOLD_HU - lo_hu) * (hi - lo) / (hi_hu - lo_hu)",
+             "threshold = lo + (BODY_THRESHOLD_HU - lo_hu)", METRICS_TESTS,
+             "body threshold not scaled from HU to a.u. / window01"),
+    Mutation("body-mask-at-threshold", "medrecon/metrics.py",
+             "inside = ref > threshold", "inside = ref >= threshold", METRICS_TESTS,
+             "voxels exactly at -500 HU counted as body"),
+    # -- NRRD --------------------------------------------------------------------------------
+    Mutation("nrrd-las-flip", "medrecon/io/nrrd.py",
+             '"left-anterior-superior": (1.0, -1.0, 1.0)', '"left-anterior-superior": (-1.0, 1.0, 1.0)',
+             NRRD_TESTS, "left-anterior-superior flips x instead of y"),
+    Mutation("nrrd-las-short-name", "medrecon/io/nrrd.py",
+             '"LAS": (1.0, -1.0, 1.0)', '"LAS": (1.0, 1.0, 1.0)', NRRD_TESTS,
+             "space LAS read as LPS"),
+    Mutation("nrrd-origin-unflipped", "medrecon/io/nrrd.py",
+             "aff[:3, 3] = flip * origin", "aff[:3, 3] = origin", NRRD_TESTS,
+             "the origin is not converted to LPS"),
+    Mutation("nrrd-spacing-axis", "medrecon/io/nrrd.py",
+             "np.linalg.norm(aff[:3, :3], axis=0)", "np.linalg.norm(aff[:3, :3], axis=1)", NRRD_TESTS,
+             "voxel spacing from the affine's rows instead of its columns"),
+    # -- output plans ------------------------------------------------------------------------
+    Mutation("rollback-dir-kind", "medrecon/io/outputs.py",
+             'if o.kind == "dir":\n                        _quietly(remove_path, o.real)',
+             'if o.kind == "file":\n                        _quietly(remove_path, o.real)', OUTPUTS_TESTS,
+             "a failed commit does not clear a new folder before restoring the old one"),
+    Mutation("rollback-keeps-new-outputs", "medrecon/io/outputs.py",
+             "else:\n                    _quietly(remove_path, o.real)\n            raise",
+             "else:\n                    pass\n            raise", OUTPUTS_TESTS,
+             "a failed commit leaves the outputs that did not exist before"),
+    Mutation("rollback-in-flight-not-restored", "medrecon/io/outputs.py",
+             "elif backup is not None:  # moved aside", "elif backup is None:  # moved aside",
+             OUTPUTS_TESTS, "the output being replaced when the commit fails is not put back"),
+    # -- units -------------------------------------------------------------------------------
+    Mutation("units-mu-prior-not-ct", "medrecon/units.py",
+             'if units in ("HU", "1/mm"):\n        return "CT"', 'if units in ("HU",):\n        return "CT"',
+             UNITS_TESTS, "a prior trained in 1/mm is not known as CT"),
+    Mutation("units-au-check-inverted", "medrecon/units.py",
+             'and volume_units == "a.u.":', 'and volume_units != "a.u.":', UNITS_TESTS,
+             "CT priors refused on HU data instead of a.u. data"),
+    Mutation("units-modality-case", "medrecon/units.py",
+             'str(card.get("modality") or "").upper()', 'str(card.get("modality") or "")', UNITS_TESTS,
+             "a card's modality 'mr' not recognised"),
+    Mutation("units-normalised-and", "medrecon/units.py",
+             'if units == "normalised" or intensity', 'if units == "normalised" and intensity', UNITS_TESTS,
+             "an MR prior needs both normalised units and convention"),
+    # -- training ----------------------------------------------------------------------------
+    Mutation("ema-weight-swapped", "medrecon/prior/train.py",
+             "e.lerp_(p, 1.0 - cfg.ema_decay)", "e.lerp_(p, cfg.ema_decay)", TRAIN_TESTS,
+             "EMA moves by d instead of 1 - d"),
+    Mutation("ema-wrong-side", "medrecon/prior/train.py",
+             "e.lerp_(p, 1.0 - cfg.ema_decay)", "p.lerp_(e, 1.0 - cfg.ema_decay)", TRAIN_TESTS,
+             "the weights are pulled towards the EMA instead"),
+    Mutation("validation-on-raw-weights", "medrecon/prior/train.py",
+             "return float(edm_loss(self.ema,", "return float(edm_loss(self.model,", TRAIN_TESTS,
+             "validation scores the raw weights, not the EMA"),
+    Mutation("train-no-grad-clip", "medrecon/prior/train.py",
+             "torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)", "pass",
+             TRAIN_TESTS, "gradients not clipped"),
+    Mutation("edm-target-uncentred", "medrecon/prior/train.py",
+             "target = ((x0 - centre) - c_skip * (x - centre)) / c_out",
+             "target = (x0 - c_skip * x) / c_out", TRAIN_TESTS,
+             "EDM target without the centring the network sees"),
+    # -- the prior-fit refusal ---------------------------------------------------------------
+    Mutation("fit-p1-sign", "medrecon/samplers/run.py",
+             "or p1 < -3.0:", "or p1 < 3.0:", FIT_TESTS, "refuses any image whose p1 is below +3"),
+    Mutation("fit-refuse-and", "medrecon/samplers/run.py",
+             "<= FIT_REFUSE[1]) or p1", "<= FIT_REFUSE[1]) and p1", FIT_TESTS,
+             "refuses only when both percentiles are out"),
+    Mutation("fit-warn-drops-p1", "medrecon/samplers/run.py",
+             "<= FIT_WARN[1]) or p1 < -0.5:", "<= FIT_WARN[1]):", FIT_TESTS,
+             "a low 1st percentile is not warned about"),
+    Mutation("fit-image-is-adjoint", "medrecon/samplers/run.py",
+             "else cgls(op, y_prior, 10)", "else op.adjoint(y_prior)", FIT_TESTS,
+             "without a warm start the back-projection is judged instead of a solve"),
+    Mutation("fit-complex-real-part", "medrecon/samplers/run.py",
+             "v = (x.abs() if x.is_complex() else x)", "v = (x.real if x.is_complex() else x)",
+             FIT_TESTS, "complex images judged by their real part"),
+    Mutation("fit-rank-local", "medrecon/samplers/run.py",
+             "v = torch.cat(slab.all_gather_object(v))", "v = slab.all_gather_object(v)[0]",
+             FIT_TESTS, "each rank judges its own slab only"),
 ]
 
 
@@ -211,14 +345,14 @@ def main() -> int:
         ap.error(f"unknown mutation(s): {', '.join(unknown)}")
     if args.list:
         for m in chosen:
-            print(f"{m.name:28s} {m.path}: {m.why}")
+            print(f"{m.name:32s} {m.path}: {m.why}")
         return 0
     results = []
     for m in chosen:
         r = run_one(m, args.python)
         results.append(r)
         shown = ", ".join(r.get("failed", [])[:3]) + (" ..." if len(r.get("failed", [])) > 3 else "")
-        print(f"{r['name']:28s} {r['status']:14s} {len(r.get('failed', []))} failing: {shown}",
+        print(f"{r['name']:32s} {r['status']:14s} {len(r.get('failed', []))} failing: {shown}",
               flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

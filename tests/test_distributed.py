@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ import distributed_cases as cases
 from medrecon.distributed.local import run_local
 from medrecon.distributed.slab import Slab, slab_bounds
 from medrecon.errors import UserError
+from medrecon.io.measurements import Measurement
 
 TOLERANCE = cases.SLAB_TOLERANCE
 _single: dict = {}
@@ -134,3 +136,58 @@ def test_sigint_on_one_rank_saves_every_slab_and_resume_needs_the_same_count(tmp
     with pytest.raises(UserError, match="saved by 2 processes"):
         dds(op, y, GaussianMixtureDenoiser(template_set(32), tau=0.05), steps=5, seed=7,
             store=DirectoryStateStore(tmp_path), resume=True)
+
+
+# -- how a measurement is cut into slabs (hand-built arrays, every slab checked) ----------------
+def _numbered(shape: tuple, dtype=np.float32) -> np.ndarray:
+    """An array whose every entry is distinct, so any wrong cut shows."""
+    return np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape).astype(dtype)
+
+
+def _mri(n: int, mask_shape: tuple, maps_shape: tuple) -> Measurement:
+    data = _numbered((n, 2, 4, 3)).astype(np.complex64) * (1 + 1j)
+    return Measurement(task="cs-mri", data=data, geometry={"kind": "sense"},
+                       arrays={"mask": _numbered(mask_shape, np.uint8) % 2,
+                               "coil_maps": _numbered(maps_shape, np.complex64),
+                               "reference": _numbered((n, 4, 3)), "extra": _numbered((n, 4, 3))},
+                       attrs={"scale": 2.0})
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 3), (3, 5), (5, 7), (2, 3), (0, 7)])
+def test_split_measurement_cuts_per_slice_arrays_only(lo: int, hi: int) -> None:
+    from medrecon.distributed.runner import split_measurement
+
+    n = 7
+    # per-slice: a [Z, ky, kx] mask and [Z, C, Y, X] coil maps
+    m = _mri(n, (n, 4, 3), (n, 2, 4, 3))
+    part = split_measurement(m, lo, hi)
+    np.testing.assert_array_equal(part.data, m.data[lo:hi])
+    np.testing.assert_array_equal(part.arrays["mask"], m.arrays["mask"][lo:hi])
+    np.testing.assert_array_equal(part.arrays["coil_maps"], m.arrays["coil_maps"][lo:hi])
+    assert part.data.flags.c_contiguous and part.arrays["coil_maps"].flags.c_contiguous
+    assert "reference" not in part.arrays                      # only rank 0 scores
+    np.testing.assert_array_equal(part.arrays["extra"], m.arrays["extra"])   # not a per-slice name
+    assert (part.task, part.geometry, part.attrs) == (m.task, m.geometry, m.attrs)
+    assert set(part.arrays) == {"mask", "coil_maps", "extra"}
+    # shared: a [ky, kx] mask and [C, Y, X] maps, whatever their first dimension
+    for shared in (_mri(n, (4, 3), (2, 4, 3)), _mri(n, (n, 3), (n, 4, 3))):
+        part = split_measurement(shared, lo, hi)
+        assert part.data.shape[0] == hi - lo
+        np.testing.assert_array_equal(part.arrays["mask"], shared.arrays["mask"])
+        np.testing.assert_array_equal(part.arrays["coil_maps"], shared.arrays["coil_maps"])
+    # arrays of the right rank but another length along z are shared, not cut
+    other = _mri(n, (n + 1, 4, 3), (n + 1, 2, 4, 3))
+    part = split_measurement(other, lo, hi)
+    assert part.arrays["mask"].shape == (n + 1, 4, 3) and part.arrays["coil_maps"].shape[0] == n + 1
+
+
+def test_split_measurement_of_a_sinogram() -> None:
+    from medrecon.distributed.runner import split_measurement
+
+    sino = _numbered((7, 5, 6))
+    m = Measurement(task="sparse-view-ct", data=sino, geometry={"views": 5},
+                    arrays={"reference": _numbered((7, 6, 6)), "mask": _numbered((5, 6))})
+    parts = [split_measurement(m, lo, hi) for lo, hi in slab_bounds(7, 3)]
+    np.testing.assert_array_equal(np.concatenate([p.data for p in parts]), sino)
+    assert [p.data.shape[0] for p in parts] == [3, 2, 2]
+    assert all(p.arrays.keys() == {"mask"} and p.arrays["mask"].shape == (5, 6) for p in parts)

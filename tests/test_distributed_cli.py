@@ -18,6 +18,7 @@ import torch
 
 from distributed_cases import SLAB_TOLERANCE
 from medrecon.cli import main
+from medrecon.errors import UserError
 
 TINY = dict(image_size=32, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1,
             num_head_channels=16, norm_num_groups=4)
@@ -235,6 +236,143 @@ def test_launch_environment(monkeypatch) -> None:
     assert launch_from_environment() is None
     assert rank_device("cpu", 3) == torch.device("cpu")
     if not torch.cuda.is_available():
-        from medrecon.errors import UserError
         with pytest.raises(UserError, match="no CUDA GPU"):
             rank_device("cuda", 0)
+
+
+# -- which variable says what (each set to a different number, so a swap shows) --------------------
+_LAUNCH_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+                "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_PROCID",
+                "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_NUM_NODES", "SLURM_NNODES",
+                "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
+
+
+@pytest.fixture
+def clean_launch_env(monkeypatch):
+    for key in _LAUNCH_KEYS:      # set, then removed: whatever the code exports is undone after
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_torchrun_rank_world_and_local_rank_come_from_their_own_variables(clean_launch_env) -> None:
+    from medrecon.distributed.launch import launch_from_environment
+
+    env = clean_launch_env
+    for key, value in dict(WORLD_SIZE="8", RANK="5", LOCAL_RANK="1", LOCAL_WORLD_SIZE="4",
+                           GROUP_RANK="1", NODE_RANK="1", SLURM_PROCID="6", SLURM_LOCALID="2",
+                           SLURM_STEP_NUM_TASKS="9").items():
+        env.setenv(key, value)
+    got = launch_from_environment()
+    assert (got.rank, got.world, got.local_rank, got.launcher) == (5, 8, 1, "torchrun")
+    env.delenv("LOCAL_RANK")
+    assert launch_from_environment().local_rank == 0          # torchrun always sets it; default 0
+    env.setenv("WORLD_SIZE", "1")                             # one process: no group, even in srun
+    assert launch_from_environment() is None
+    env.delenv("RANK")                                        # not torchrun: srun's variables
+    env.setenv("WORLD_SIZE", "8")
+    got = launch_from_environment()
+    assert (got.rank, got.world, got.local_rank, got.launcher) == (6, 9, 2, "srun")
+
+
+def test_srun_rank_world_and_local_rank_come_from_their_own_variables(clean_launch_env) -> None:
+    from medrecon.distributed.launch import launch_from_environment
+
+    env = clean_launch_env
+    for key, value in dict(SLURM_PROCID="3", SLURM_LOCALID="1", SLURM_NODEID="2",
+                           SLURM_STEP_NUM_TASKS="4", SLURM_NTASKS="16").items():
+        env.setenv(key, value)
+    got = launch_from_environment()
+    assert (got.rank, got.world, got.local_rank, got.launcher) == (3, 4, 1, "srun")
+    env.delenv("SLURM_LOCALID")
+    assert launch_from_environment().local_rank == 0
+    env.setenv("SLURM_STEP_NUM_TASKS", "1")                   # srun -n 1 inside a 16-task job
+    assert launch_from_environment() is None
+    env.delenv("SLURM_STEP_NUM_TASKS")                        # an sbatch script outside srun
+    assert launch_from_environment() is None
+    env.setenv("SLURM_STEP_NUM_TASKS", "4")
+    env.delenv("SLURM_PROCID")
+    assert launch_from_environment() is None
+    env.setenv("SLURM_PROCID", "three")
+    with pytest.raises(UserError, match="SLURM_PROCID='three' is not an integer"):
+        launch_from_environment()
+    env.setenv("WORLD_SIZE", "2x")
+    env.setenv("RANK", "0")
+    with pytest.raises(UserError, match="WORLD_SIZE='2x' is not an integer"):
+        launch_from_environment()
+
+
+def test_srun_rendezvous_address_and_port(clean_launch_env) -> None:
+    from medrecon.distributed import launch
+
+    env = clean_launch_env
+    env.setenv("SLURM_JOB_ID", "123456")
+    assert launch._slurm_master() == ("127.0.0.1", str(20000 + 123456 % 20000))   # one node
+    env.setenv("MASTER_PORT", "29400")
+    env.setenv("MASTER_ADDR", "head")
+    assert launch._slurm_master() == ("head", "29400")
+    env.delenv("MASTER_ADDR")
+    env.delenv("MASTER_PORT")
+    env.setenv("SLURM_STEP_NUM_NODES", "2")                   # two nodes: ask scontrol for the first
+    env.setenv("SLURM_NNODES", "1")
+    env.setenv("SLURM_STEP_NODELIST", "gpu[07-08]")
+    env.setenv("SLURM_JOB_NODELIST", "gpu[01-08]")
+    calls = []
+
+    def scontrol(argv, **kw):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout="gpu07\ngpu08\n", stderr="")
+
+    env.setattr(launch.shutil, "which", lambda name: "/usr/bin/scontrol" if name == "scontrol" else None)
+    env.setattr(launch.subprocess, "run", scontrol)
+    assert launch._slurm_master() == ("gpu07", "23456")
+    assert calls == [["scontrol", "show", "hostnames", "gpu[07-08]"]]
+    env.delenv("SLURM_STEP_NUM_NODES")                        # the job's node count as fallback
+    env.setenv("SLURM_NNODES", "1")
+    assert launch._slurm_master()[0] == "127.0.0.1"
+    env.setenv("SLURM_NNODES", "3")
+    env.delenv("SLURM_STEP_NODELIST")
+    assert launch._slurm_master()[0] == "gpu07" and calls[-1][-1] == "gpu[01-08]"
+    env.setattr(launch.shutil, "which", lambda name: None)    # no scontrol: say what to set
+    with pytest.raises(UserError, match="set MASTER_ADDR"):
+        launch._slurm_master()
+
+
+def test_join_under_srun_exports_the_torchrun_variables(clean_launch_env) -> None:
+    from medrecon.distributed import launch
+
+    env = clean_launch_env
+    for key, value in dict(SLURM_PROCID="2", SLURM_LOCALID="0", SLURM_STEP_NUM_TASKS="3",
+                           SLURM_JOB_ID="7").items():
+        env.setenv(key, value)
+    calls = []
+    env.setattr(launch.dist, "is_initialized", lambda: False)
+    env.setattr(launch.dist, "init_process_group", lambda *a, **kw: calls.append((a, kw)))
+    group = launch.join_from_environment("cpu")
+    assert (group.rank, group.world, group.local_rank, group.backend) == (2, 3, 0, "gloo")
+    assert group.device == torch.device("cpu") and not group.is_root
+    assert [os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")] \
+        == ["127.0.0.1", "20007", "2", "3", "0"]
+    (args, kw), = calls
+    assert args == ("gloo",) and kw["rank"] == 2 and kw["world_size"] == 3 and kw["init_method"] == "env://"
+    for key in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS"):
+        env.delenv(key)
+    env.delenv("WORLD_SIZE")
+    env.delenv("RANK")
+    assert launch.join_from_environment("cpu") is None and len(calls) == 1
+
+
+def test_each_cuda_rank_takes_the_gpu_of_its_local_rank(monkeypatch) -> None:
+    from medrecon.distributed import launch
+
+    chosen = []
+    monkeypatch.setattr(launch, "resolve_device", lambda name: torch.device(name))
+    monkeypatch.setattr(launch.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(launch.torch.cuda, "set_device", lambda i: chosen.append(i))
+    assert launch.rank_device("cuda", 1) == torch.device("cuda", 1) and chosen == [1]
+    assert launch.rank_device("cuda:0", 0) == torch.device("cuda", 0) and chosen == [1, 0]
+    with pytest.raises(UserError, match="local rank 2 has no GPU: this node has 2"):
+        launch.rank_device("cuda", 2)
+    with pytest.raises(UserError, match="--device cuda:1: with several processes"):
+        launch.rank_device("cuda:1", 0)
+    assert launch.rank_device("cpu", 5) == torch.device("cpu") and chosen == [1, 0]

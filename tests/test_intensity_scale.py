@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,11 +18,31 @@ from medrecon.samplers.run import reconstruct
 PERCENTILE = 99.0
 
 
+def sense_by_hand(op, y: torch.Tensor, iterations: int) -> np.ndarray:
+    """The SENSE image of the normalisation, computed here: ``iterations`` steps of plain CG on
+    ``A^H A x = A^H y`` from x = 0, one system per slice, sums in float64 (a second
+    implementation: ``op.forward`` / ``op.adjoint`` only)."""
+    b = op.adjoint(y).to(torch.complex128)
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    dot = lambda u, v: (u.conj() * v).real.sum(dim=(1, 2))          # noqa: E731 - per slice
+    rr = dot(r, r)
+    for _ in range(iterations):
+        ap = op.adjoint(op.forward(p.to(torch.complex64))).to(torch.complex128)
+        alpha = (rr / dot(p, ap)).reshape(-1, 1, 1)
+        x, r = x + alpha * p, r - alpha * ap
+        rr_new = dot(r, r)
+        p = r + (rr_new / rr).reshape(-1, 1, 1) * p
+        rr = rr_new
+    return x.abs().numpy()
+
+
 @pytest.fixture(scope="module")
 def problem():
     op, y, truth, den = mri_problem(acceleration=4)
-    # the target that maps this measurement's SENSE percentile onto the prior's own units
-    target = mri_intensity(op, y, PERCENTILE, 1.0).scale
+    # the target that maps this measurement's SENSE percentile onto the prior's own units:
+    # numpy's percentile of the hand-made 10-step SENSE image
+    target = float(np.percentile(sense_by_hand(op, y, 10), PERCENTILE))
     return op, y, truth, den, target
 
 
@@ -102,7 +123,33 @@ def test_normalised_card_needs_mri_data(problem) -> None:
     m = SimpleNamespace(task="cs-mri", attrs={})
     one = prior_map_for_measurement(m, _card("normalised", target), op, y)
     seven = prior_map_for_measurement(m, _card("normalised", target), op, y * 7.0)
-    assert one.scale == pytest.approx(1.0, rel=1e-4)          # target chosen so that y maps to itself
+    assert one.lo == 0 and one.scale == pytest.approx(1.0, rel=1e-4)   # target chosen: y maps to itself
     assert seven.lo == 0 and seven.scale == pytest.approx(7.0, rel=1e-4)
     with pytest.raises(UserError, match="pass op and y"):
         prior_map_for_measurement(m, _card("normalised", target))
+
+
+def test_mri_intensity_is_the_percentile_of_the_sense_magnitude_over_the_target(problem) -> None:
+    """Percentile, target and the number of CG steps each change the scale as computed here."""
+    op, y, _, _, _ = problem
+    for percentile, target, iterations in ((99.0, 1.0, 10), (90.0, 2.0, 10), (50.0, 0.5, 3), (100.0, 1.0, 1)):
+        want = np.percentile(sense_by_hand(op, y, iterations), percentile) / target
+        got = mri_intensity(op, y, percentile, target, iterations)
+        assert got.lo == 0.0 and got.scale == pytest.approx(want, rel=1e-4), (percentile, target, iterations)
+    with pytest.raises(UserError, match="0 < percentile <= 100"):
+        mri_intensity(op, y, 0.0)
+    with pytest.raises(DataError, match="empty"):
+        mri_intensity(op, torch.zeros_like(y))
+
+
+def test_fully_sampled_single_coil_normalises_by_the_image_itself() -> None:
+    """A = F (one coil of ones, every k-space sample): SENSE returns the image, so the scale is
+    the image's own magnitude percentile over the target."""
+    from medrecon.physics.mri import SenseOperator
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((2, 8, 8)) * np.exp(1j * rng.random((2, 8, 8)))).astype(np.complex64)
+    op = SenseOperator(np.ones((1, 8, 8), np.complex64))
+    y = op.forward(torch.from_numpy(img))
+    got = mri_intensity(op, y, 95.0, 4.0)
+    assert got.scale == pytest.approx(np.percentile(np.abs(img), 95.0) / 4.0, rel=1e-5)

@@ -160,3 +160,127 @@ def test_working_unit_scores_of_the_benchmarks_equal_the_convention() -> None:
     bench = volume_metrics(w.abs().numpy(), mr / float(m.attrs["scale"]), 1.0)
     assert ours["psnr"] == pytest.approx(bench["psnr"], abs=1e-5)
     assert ours["ssim"] == pytest.approx(bench["ssim"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which axis is which plane, and the body mask in every unit (hand-computed expectations)
+# ---------------------------------------------------------------------------------------------
+def _row_error_case():
+    """[Z, Y, X] = [5, 6, 8]: the whole row y = 2 is wrong by 0.5 in every axial slice."""
+    ref = np.random.default_rng(4).random((5, 6, 8))
+    x = ref.copy()
+    x[:, 2, :] += 0.5
+    return x, ref
+
+
+def test_coronal_is_axis_1_and_sagittal_axis_2() -> None:
+    x, ref = _row_error_case()
+    # coronal slices vol[:, y]: slice y = 2 is wrong everywhere (MSE 0.25), the other 5 are exact
+    coronal = plane_metrics(x, ref, 1.0, "coronal")
+    assert coronal["psnr"] == pytest.approx(10 * math.log10(1 / 0.25), abs=1e-9)
+    # sagittal slices vol[:, :, x]: 8 slices of 5 x 6, each with one wrong row of 6 (MSE 0.25 / 6)
+    sagittal = plane_metrics(x, ref, 1.0, "sagittal")
+    assert sagittal["psnr"] == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
+    # axial slices vol[z]: 5 slices of 6 x 8, each with one wrong row of 8 (MSE 0.25 / 6)
+    axial = plane_metrics(x, ref, 1.0, "axial")
+    assert axial["psnr"] == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
+    # SSIM per plane: the mean over that plane's slices of scikit-image's 2D SSIM
+    from skimage.metrics import structural_similarity as sk
+
+    def mean_ssim(slices_x, slices_ref):
+        return np.mean([sk(a, b, data_range=1.0, win_size=min(7, *[n if n % 2 else n - 1 for n in a.shape]))
+                        for a, b in zip(slices_x, slices_ref)])
+
+    assert coronal["ssim"] == pytest.approx(mean_ssim(x.transpose(1, 0, 2), ref.transpose(1, 0, 2)), abs=1e-12)
+    assert sagittal["ssim"] == pytest.approx(mean_ssim(x.transpose(2, 0, 1), ref.transpose(2, 0, 1)), abs=1e-12)
+    assert axial["ssim"] == pytest.approx(mean_ssim(x, ref), abs=1e-12)
+    # and the whole volume: MSE 0.25 / 6
+    assert psnr(x, ref, 1.0) == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
+
+
+def test_a_column_error_is_one_bad_sagittal_slice() -> None:
+    x, ref = _row_error_case()
+    x = ref.copy()
+    x[:, :, 5] -= 0.2                   # column x = 5 wrong in every axial slice
+    assert plane_metrics(x, ref, 1.0, "sagittal")["psnr"] == pytest.approx(10 * math.log10(1 / 0.04), abs=1e-9)
+    assert plane_metrics(x, ref, 1.0, "coronal")["psnr"] == pytest.approx(10 * math.log10(8 / 0.04), abs=1e-9)
+
+
+def test_plane_masks_follow_their_plane() -> None:
+    """A mask covering rows y < 3 only: coronal slices y >= 3 are left out, sagittal and axial
+    slices are scored on their rows y < 3."""
+    ref = np.random.default_rng(5).random((4, 6, 8))
+    x = ref.copy()
+    x[:, 0, :] += 0.3                   # inside the mask (row 0)
+    x[:, 4, :] += 0.9                   # outside it
+    mask = np.zeros(ref.shape, bool)
+    mask[:, :3, :] = True
+    coronal = plane_metrics(x, ref, 1.0, "coronal", mask)
+    # coronal slices 0, 1, 2 count; one of them (y = 0) has MSE 0.09; the others are exact (inf)
+    assert coronal["psnr"] == pytest.approx(10 * math.log10(1 / 0.09), abs=1e-9)
+    for plane in ("sagittal", "axial"):     # every slice: 3 masked rows, one of them wrong by 0.3
+        assert plane_metrics(x, ref, 1.0, plane, mask)["psnr"] == pytest.approx(
+            10 * math.log10(3 / 0.09), abs=1e-9), plane
+    assert psnr(x, ref, 1.0, mask) == pytest.approx(10 * math.log10(3 / 0.09), abs=1e-9)
+    # a slice the mask covers below MIN_MASK_FRACTION is left out: one voxel of 48 (2 %) counts
+    from medrecon.metrics import MIN_MASK_FRACTION
+    thin = np.zeros(ref.shape, bool)
+    thin[2, 0, 0] = True                # axial slice 2: 1 of 48 voxels
+    assert 1 / 48 >= MIN_MASK_FRACTION
+    assert plane_metrics(x, ref, 1.0, "axial", thin)["psnr"] == pytest.approx(10 * math.log10(1 / 0.09), abs=1e-9)
+    none = plane_metrics(x, ref, 1.0, "coronal", np.zeros(ref.shape, bool))
+    assert math.isnan(none["psnr"]) and math.isnan(none["ssim"])
+
+
+# The body threshold is -500 HU in any units: HU itself, medrecon's a.u. ([-1000, 1000] HU ->
+# [0, 1]), 1/mm (mu_water (1 + HU / 1000)), and window01 of the volume's own HU window.
+MU_W = 0.0192
+_THRESHOLDS = [
+    ("HU", None, None, -500.0),
+    ("a.u.", None, None, 0.25),
+    ("a.u.", {"name": "lung", "intensity": {"convention": "window01", "window": [-1350.0, 150.0], "units": "HU"}},
+     None, 0.25),
+    ("1/mm", None, None, 0.5 * MU_W),
+    ("window01", None, (-500.0, 500.0), 0.0),
+    ("window01", None, (-1000.0, 0.0), 0.5),
+    ("HU", {"name": "p", "intensity": {"convention": "window01", "window": [-1350.0, 150.0], "units": "HU"}},
+     None, -500.0),
+]
+
+
+def _disc_in_a_ring(inner: float, ring: float, air: float) -> tuple[np.ndarray, np.ndarray]:
+    z, n = 3, 32
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - 16, xx - 16)
+    ref = np.full((z, n, n), air)
+    ref[:, r < 12] = ring
+    ref[:, r < 8] = inner
+    return ref, np.broadcast_to(r < 8, ref.shape)
+
+
+@pytest.mark.parametrize("units, card, window, threshold", _THRESHOLDS)
+def test_body_mask_threshold_is_minus_500_hu_in_every_unit(units, card, window, threshold) -> None:
+    conv = ct_convention(units, card, volume_window=window)
+    per_hu = {"HU": 1.0, "a.u.": 1 / 2000, "1/mm": MU_W / 1000,
+              "window01": 1 / (window[1] - window[0]) if window else None}[units]
+    step = 20 * per_hu                  # 20 HU in the volume's units
+    air = threshold - 25 * step         # -1000 HU
+    # a disc 20 HU above the threshold inside a ring 20 HU below it: the mask is the disc only
+    ref, disc = _disc_in_a_ring(threshold + step, threshold - step, air)
+    np.testing.assert_array_equal(body_mask(ref, conv), disc)
+    # a ring exactly at the threshold is outside (strictly above counts)
+    if units in ("HU", "window01"):     # thresholds exact in floating point
+        ref, disc = _disc_in_a_ring(threshold + step, threshold, air)
+        np.testing.assert_array_equal(body_mask(ref, conv), disc)
+    # 20 HU below everywhere: nothing is body
+    ref, _ = _disc_in_a_ring(threshold - step, threshold - step, air)
+    assert not body_mask(ref, conv).any()
+
+
+def test_body_mask_of_magnitude_images_is_ten_percent_of_the_range() -> None:
+    conv = magnitude_convention(np.full((3, 32, 32), 50.0), "a.u.")     # data range 50: threshold 5
+    assert conv.data_range == 50.0
+    ref, disc = _disc_in_a_ring(5.1, 4.9, 0.0)
+    np.testing.assert_array_equal(body_mask(ref, conv), disc)
+    ref, disc = _disc_in_a_ring(5.1, 5.0, 0.0)      # exactly at the threshold: outside
+    np.testing.assert_array_equal(body_mask(ref, conv), disc)

@@ -9,6 +9,7 @@ import pytest
 
 from medrecon.errors import DataError
 from medrecon.io import load_volume
+from medrecon.io.nrrd import load_nrrd
 from medrecon.volume import Volume, reslice_axial
 
 DIRS = np.array([[0.7, 0.0, 0.1], [0.0, -0.8, 0.0], [0.0, 0.0, 5.0]])   # rows: steps of axes i, j, k
@@ -60,3 +61,66 @@ def test_reslice_coronal_to_axial_keeps_every_voxel() -> None:
     for idx in [(0, 0, 0), (4, 5, 6), (2, 3, 1)]:
         j = np.round(inv @ (v.affine @ [*idx, 1.0]))[:3].astype(int)
         assert a.array[tuple(j)] == v.array[idx]
+
+
+def _lps_signs(space: str) -> np.ndarray:
+    """Signs taking the file's coordinates to LPS, read off the space's name: L, P, S stay;
+    R, A flip (the second implementation of the reader's table)."""
+    letters = "".join(w[0].upper() for w in space.split("-")) if "-" in space else space
+    return np.array([1.0 if letters[0] == "L" else -1.0, 1.0 if letters[1] == "P" else -1.0,
+                     1.0 if letters[2] == "S" else -1.0])
+
+
+@pytest.mark.parametrize("space", ["left-anterior-superior", "LAS", "RAS", "LPS",
+                                   "right-anterior-superior", "left-posterior-superior"])
+def test_every_supported_space_maps_voxels_to_lps(tmp_path, space: str) -> None:
+    data = np.arange(4 * 3 * 5, dtype=np.int16).reshape(4, 3, 5)          # [i, j, k]
+    dirs = np.array([[0.6, 0.2, 0.0], [-0.1, 0.9, 0.3], [0.0, 0.4, 2.5]])
+    origin = np.array([12.0, -34.0, 56.0])
+    _write(tmp_path / "v.nrrd", space, data, dirs, origin)
+    v = load_volume(tmp_path / "v.nrrd")
+    signs = _lps_signs(space)
+    for i, j, k in [(0, 0, 0), (3, 2, 4), (1, 0, 2), (0, 2, 1)]:
+        assert v.array[k, j, i] == data[i, j, k]
+        lps = signs * (origin + i * dirs[0] + j * dirs[1] + k * dirs[2])
+        np.testing.assert_allclose((v.affine @ [k, j, i, 1.0])[:3], lps, atol=1e-12)
+    np.testing.assert_allclose(v.spacing, np.linalg.norm(dirs[::-1], axis=1), atol=1e-12)
+    assert v.array.dtype == np.float32 and (v.modality, v.units) == ("OT", "a.u.")
+
+
+def test_missing_origin_is_zero_and_modality_units_come_from_the_caller(tmp_path) -> None:
+    data = np.ones((2, 3, 4), np.float32)
+    nrrd.write(str(tmp_path / "v.nrrd"), data, {"space": "LAS", "space directions": np.diag([1.0, 2.0, 3.0])})
+    v = load_nrrd(tmp_path / "v.nrrd", modality="CT", units="HU")
+    # columns: the LAS -> LPS steps of axes k, j, i; origin 0
+    np.testing.assert_array_equal(v.affine, [[0, 0, 1.0, 0], [0, -2.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1.0]])
+    assert (v.modality, v.units) == ("CT", "HU")
+
+
+@pytest.mark.parametrize("header, words", [
+    ({"space": "scanner-xyz"}, "space 'scanner-xyz' is not supported"),
+    ({"space": "right-anterior-superior-time"}, "is not supported"),
+    ({"space": "LPS", "space directions": np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]])}, "singular"),
+    ({"space": "LPS", "space origin": np.array([0.0, np.nan, 0.0])}, "'space origin' must be a finite"),
+    ({"space": "LPS", "space directions": np.array([[1.0, 0, 0], [0, np.inf, 0], [0, 0, 1.0]])},
+     "three finite 3-vectors"),
+])
+def test_unsupported_or_broken_geometry_is_refused(tmp_path, header: dict, words: str) -> None:
+    from medrecon.io.nrrd import nrrd_affine
+
+    full = {"space directions": np.eye(3), "space origin": np.zeros(3), **header}
+    with pytest.raises(DataError, match=words):
+        nrrd_affine(full, tmp_path / "x.nrrd")
+    with pytest.raises(DataError, match="no 'space directions'"):
+        nrrd_affine({"space": "LPS"}, tmp_path / "x.nrrd")
+
+
+def test_only_3d_numeric_volumes_load(tmp_path) -> None:
+    nrrd.write(str(tmp_path / "4d.nrrd"), np.zeros((2, 2, 2, 2), np.float32))
+    with pytest.raises(DataError, match="expected a 3D scalar NRRD volume, got 4 dimensions"):
+        load_volume(tmp_path / "4d.nrrd")
+    data = np.ones((2, 2, 2), np.float32)
+    data[1, 0, 1] = np.nan
+    _write(tmp_path / "nan.nrrd", "LPS", data, np.eye(3), np.zeros(3))
+    with pytest.raises(DataError, match="nan.nrrd"):
+        load_volume(tmp_path / "nan.nrrd")

@@ -211,3 +211,79 @@ def test_memory_refused_before_allocating() -> None:
     with pytest.raises(DataError, match="refusing before allocating"):
         require_memory(1e18, "a test allocation")
     require_memory(1e3, "a small one")
+
+
+# -- rolling back a failed commit when an output is a folder --------------------------------------
+def _tree(folder) -> dict:
+    """Every file under ``folder`` with its text (relative paths), plus the hidden names beside it."""
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _failing_replace(monkeypatch, fail_on: str):
+    """``os.replace`` failing once: when the staged ``fail_on`` is moved into place."""
+    real_replace, failed = os.replace, []
+
+    def flaky(src, dst):
+        if str(dst).endswith(fail_on) and ".medrecon-" in str(src) and ".tmp.old" not in str(src) \
+                and not failed:
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    return flaky
+
+
+@pytest.mark.parametrize("fail_on", ["z.txt", "series"])
+def test_failed_commit_restores_a_replaced_folder(tmp_path, monkeypatch, fail_on: str) -> None:
+    """An existing output folder (two old files, one in a subfolder) replaced with --overwrite; the
+    commit fails on the file after it, or on the folder itself: the old folder is back, file for
+    file, and nothing new or temporary is left."""
+    out = tmp_path / "out"
+    (out / "series" / "sub").mkdir(parents=True)
+    (out / "series" / "old1.dcm").write_text("old 1")
+    (out / "series" / "sub" / "old2.dcm").write_text("old 2")
+    (out / "z.txt").write_text("old z")
+    before = _tree(out)
+    plan = OutputPlan(overwrite=True)
+    d = plan.add_dir(out / "series", "--dicom-out")
+    f = plan.add_file(out / "z.txt", "--output")
+    with pytest.raises(OSError, match="No space left"):
+        with plan.open() as staged:
+            staged.path(d).mkdir()
+            (staged.path(d) / "new.dcm").write_text("new")
+            staged.path(f).write_text("new z")
+            monkeypatch.setattr(outputs.os, "replace", _failing_replace(monkeypatch, fail_on))
+    monkeypatch.undo()
+    assert _tree(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["series", "z.txt"]
+
+
+def test_failed_commit_removes_a_new_folder_and_a_new_file(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "z.txt").write_text("old z")
+    plan = OutputPlan(overwrite=True)
+    d = plan.add_dir(out / "series", "--dicom-out")
+    n = plan.add_file(out / "new.json", "config")
+    f = plan.add_file(out / "z.txt", "--output")
+    with pytest.raises(OSError):
+        with plan.open() as staged:
+            staged.path(d).mkdir()
+            (staged.path(d) / "new.dcm").write_text("new")
+            staged.path(n).write_text("{}")
+            staged.path(f).write_text("new z")
+            monkeypatch.setattr(outputs.os, "replace", _failing_replace(monkeypatch, "z.txt"))
+    monkeypatch.undo()
+    assert _tree(out) == {"z.txt": "old z"} and sorted(p.name for p in out.iterdir()) == ["z.txt"]
+
+
+def test_a_successful_commit_replaces_a_folder_whole(tmp_path) -> None:
+    out = tmp_path / "series"
+    out.mkdir()
+    (out / "old.dcm").write_text("old")
+    plan = OutputPlan(overwrite=True)
+    d = plan.add_dir(out, "--dicom-out")
+    with plan.open() as staged:
+        staged.path(d).mkdir()
+        (staged.path(d) / "new.dcm").write_text("new")
+    assert _tree(out) == {"new.dcm": "new"} and sorted(p.name for p in tmp_path.iterdir()) == ["series"]

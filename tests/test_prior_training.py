@@ -278,3 +278,108 @@ def test_train_from_a_data_manifest(tmp_path) -> None:
     assert card["training"]["licence"] == "CC0" and "toy" in card["training"]["provenance"]
     assert card["training"]["split"].startswith("by volume")
     assert main(["train", "--config", str(cfg), "--data", str(path), "--output", str(tmp_path / "p2")]) == 2
+
+
+# -- the EMA update and the loss, against hand computations ---------------------------------------
+def _params(module) -> list:
+    return [p.detach().clone().to(torch.float64) for p in module.parameters()]
+
+
+def test_ema_is_the_lerp_of_the_trained_weights(slices, tmp_path) -> None:
+    """ema_t = d ema_{t-1} + (1 - d) w_t after every optimiser step (w_t: the weights after step
+    t), starting from the initial weights; the EMA never feeds back into the weights."""
+    d = 0.75
+    cfg = tiny_config()
+    cfg.ema_decay = d
+    trainer = Trainer(cfg, slices, tmp_path / "a")
+    ema = _params(trainer.model)                                          # ema_0 = w_0
+    assert all(torch.equal(e, p) for e, p in zip(ema, _params(trainer.ema)))
+    weights = []
+    for _ in range(2):
+        trainer.train_step()
+        w = _params(trainer.model)
+        weights.append(w)
+        ema = [d * e + (1 - d) * p for e, p in zip(ema, w)]
+        for want, got in zip(ema, _params(trainer.ema)):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # the step moved the weights, so the check above is not of a constant
+    assert max(float((a - b).abs().max()) for a, b in zip(weights[0], weights[1])) > 1e-5
+    # a run with another decay trains the same weights (the EMA is a read-only average)
+    other_cfg = tiny_config()
+    other_cfg.ema_decay = 0.0
+    other = Trainer(other_cfg, slices, tmp_path / "b")
+    other.train_step()
+    other.train_step()
+    for a, b in zip(weights[-1], _params(other.model)):
+        assert torch.equal(a, b)
+    for a, b in zip(_params(other.ema), weights[-1]):                      # decay 0: the weights
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_validation_loss_scores_the_ema_weights(slices, tmp_path) -> None:
+    trainer = Trainer(tiny_config(), slices, tmp_path / "a")
+    trainer.train_step()
+    with torch.no_grad():                 # make the EMA far from the weights
+        for e in trainer.ema.parameters():
+            e.mul_(0.5)
+    gen = torch.Generator().manual_seed(12345)
+    idx = torch.randint(0, slices.val.shape[0], (32,), generator=gen)
+    x0 = slices.val[idx][:, None]
+    cfg = trainer.config
+    with torch.no_grad():
+        ema_loss = float(edm_loss(trainer.ema, x0, gen, cfg.p_mean, cfg.p_std))
+    assert trainer.validation_loss() == pytest.approx(ema_loss, rel=1e-6)
+    gen = torch.Generator().manual_seed(12345)
+    torch.randint(0, slices.val.shape[0], (32,), generator=gen)
+    with torch.no_grad():
+        model_loss = float(edm_loss(trainer.model, x0, gen, cfg.p_mean, cfg.p_std))
+    assert abs(model_loss - ema_loss) > 1e-3 * ema_loss
+
+
+def test_edm_loss_is_the_weighted_denoising_error() -> None:
+    """loss = mean over the batch of (sigma^2 + sd^2) / (sigma sd)^2 * mean (D(x0 + sigma n) - x0)^2
+    with log sigma ~ N(p_mean, p_std^2), n ~ N(0, I) drawn in that order from the generator."""
+    torch.manual_seed(0)
+    model = EDMUNetDenoiser(UNetConfig(**TINY, sigma_data=0.3)).eval()
+    x0 = torch.rand(3, 1, 32, 32, dtype=torch.float32)
+    p_mean, p_std = -0.4, 0.7
+    with torch.no_grad():
+        got = float(edm_loss(model, x0, torch.Generator().manual_seed(9), p_mean, p_std))
+        gen = torch.Generator().manual_seed(9)
+        sigma = torch.exp(p_mean + p_std * torch.randn(3, generator=gen))
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.reshape(-1, 1, 1, 1)
+        err = ((model.denoise(x0 + s * noise, sigma) - x0) ** 2).mean(dim=(1, 2, 3))
+        weight = (sigma**2 + 0.3**2) / (sigma * 0.3) ** 2
+    assert got == pytest.approx(float((weight * err).mean()), rel=1e-4)
+
+
+def test_two_steps_are_clipped_adamw_on_the_edm_loss(slices, tmp_path) -> None:
+    """Each step: the EDM loss of the step's batch, gradients scaled to norm <= grad_clip, one
+    AdamW step at the step's learning rate (computed here with torch.optim.AdamW directly)."""
+    import copy
+
+    cfg = tiny_config(lr_final=2e-4, lr_decay_steps=2)
+    cfg.steps, cfg.grad_clip, cfg.weight_decay = 3, 0.05, 0.01
+    trainer = Trainer(cfg, slices, tmp_path / "a")
+    model = copy.deepcopy(trainer.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # steps 0 and 1 at lr; step 2 half-way down the cosine from lr to lr_final
+    lrs = [1e-3, 1e-3, 2e-4 + 0.5 * (1e-3 - 2e-4)]
+    for step, lr in enumerate(lrs):
+        gen = trainer._generator(0)            # the step's seeded draw (same numbers here)
+        x0 = draw_batch(slices.train, cfg.batch_size, gen, cfg.max_rotation_deg, cfg.crop, cfg.max_zoom)
+        loss = edm_loss(model, x0, gen, cfg.p_mean, cfg.p_std)
+        opt.zero_grad()
+        loss.backward()
+        norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters()))
+        assert norm > 2 * cfg.grad_clip                           # clipping is active
+        for p in model.parameters():
+            p.grad.mul_(cfg.grad_clip / (norm + 1e-6))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        assert trainer.train_step() == pytest.approx(float(loss.detach()), rel=1e-5)
+        assert trainer.step == step + 1
+        for a, b in zip(model.parameters(), trainer.model.parameters()):
+            torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6, msg=f"step {step}")

@@ -121,3 +121,92 @@ def test_plain_hu_nifti_through_simulate_and_dds_with_the_chest_prior(tmp_path) 
         psnr[method] = json.loads((tmp_path / f"{method}.metrics.json").read_text())["psnr"]
     # measured: FBP 15.7 dB, DDS 24.5 dB (HU window [-1000, 1000], 8 views)
     assert psnr["dds"] > 22.0 and psnr["dds"] > psnr["fbp"] + 5.0, psnr
+
+
+# -- which cards are CT, which MR, and what is refused (every branch, by hand) ----------------------
+def _card(units=None, convention=None, modality=None, name="p") -> dict:
+    intensity = {"window": [0.0, 1.0]}
+    if units is not None:
+        intensity["units"] = units
+    if convention is not None:
+        intensity["convention"] = convention
+    card = {"name": name, "intensity": intensity}
+    if modality is not None:
+        card["modality"] = modality
+    return card
+
+
+@pytest.mark.parametrize("card, expected", [
+    (_card("HU", "window01"), "CT"),
+    (_card("1/mm", "window01"), "CT"),
+    (_card("normalised", "normalised"), "MR"),
+    (_card(None, "normalised"), "MR"),                 # the convention alone says MR
+    (_card("normalised", None), "MR"),                 # and so do the units alone
+    (_card("a.u.", "window01"), None),
+    (_card("window01", "window01"), None),
+    (_card("hu", "window01"), None),                    # units are exact names
+    (_card(None, None), None),
+    (_card("a.u.", "window01", modality="mr"), "MR"),   # an explicit modality, any case
+    (_card("HU", "window01", modality="MR"), "MR"),     # ... comes first
+    (_card("normalised", "normalised", modality="ct"), "CT"),
+    (_card("HU", "window01", modality="OT"), "CT"),     # not CT/MR: the units decide
+    ({"name": "no-intensity"}, None),
+    (None, None), ({}, None),
+])
+def test_prior_modality_of_every_kind_of_card(card, expected) -> None:
+    assert prior_modality(card) == expected
+
+
+@pytest.mark.parametrize("card, task, units, refused", [
+    (_card("HU", "window01"), "sparse-view-ct", "HU", None),
+    (_card("1/mm", "window01"), "limited-angle-ct", "1/mm", None),
+    (_card("1/mm", "window01"), "sparse-view-ct", "HU", None),
+    (_card("HU", "window01"), "sparse-view-ct", "a.u.", "simulated from a volume in a.u."),
+    (_card("1/mm", "window01"), "limited-angle-ct", "a.u.", "simulated from a volume in a.u."),
+    (_card("HU", "window01"), "cs-mri", "a.u.", "is a CT prior .* but the measurement is MR data"),
+    (_card("1/mm", "window01"), "cs-mri", "HU", "is a CT prior"),
+    (_card("normalised", "normalised"), "sparse-view-ct", "HU", "is a MR prior .* CT data"),
+    (_card("normalised", "normalised"), "limited-angle-ct", "a.u.", "is a MR prior"),
+    (_card("normalised", "normalised"), "cs-mri", "a.u.", None),
+    (_card("a.u.", "window01"), "sparse-view-ct", "a.u.", None),   # modality not known: never refused
+    (_card("a.u.", "window01"), "cs-mri", "a.u.", None),
+    (None, "sparse-view-ct", "a.u.", None),
+])
+def test_prior_problems_every_branch(card, task, units, refused) -> None:
+    problems = prior_problems(card, task, units)
+    if refused is None:
+        assert problems == []
+        check_prior(card, task, units)
+        return
+    assert len(problems) == 1
+    with pytest.raises(UserError, match=refused) as exc:
+        check_prior(card, task, units)
+    assert "'p'" in str(exc.value) and str(exc.value).endswith("or pass --force to use it anyway")
+
+
+def test_forced_problems_are_warned_not_raised(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="medrecon.units"):
+        check_prior(_card("normalised", "normalised"), "sparse-view-ct", "HU", force=True)
+    assert "is a MR prior" in caplog.text and "--force: using it anyway" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medrecon.units"):
+        check_prior(_card("HU", "window01"), "sparse-view-ct", "HU", force=True)
+    assert caplog.text == ""
+
+
+def test_declared_units_make_ct_only_when_physical() -> None:
+    from medrecon.units import data_modality, looks_like_hu
+
+    v = Volume.from_array(np.zeros((2, 4, 4)))
+    assert declare(v, "1/mm").modality == "CT" and declare(v, "1/mm").units == "1/mm"
+    assert declare(v, "a.u.").modality == "OT"
+    assert declare(v, "HU", "MR").modality == "MR"          # an explicit modality wins
+    with pytest.raises(UserError, match="--units must be one of"):
+        declare(v, "mm")
+    with pytest.raises(UserError, match="--modality must be one of"):
+        declare(v, modality="PET")
+    assert [data_modality(t) for t in ("sparse-view-ct", "limited-angle-ct", "cs-mri")] == ["CT", "CT", "MR"]
+    # HU-like: some voxel strictly below -500 and some strictly above +100
+    assert looks_like_hu(np.array([-501.0, 101.0]))
+    assert not looks_like_hu(np.array([-500.0, 101.0])) and not looks_like_hu(np.array([-501.0, 100.0]))
+    assert not looks_like_hu(np.array([])) and not looks_like_hu(np.array([-900 + 0j, 900]))
