@@ -118,8 +118,6 @@ ERRORS = {
                                    "--output", "ph.nii.gz"], "ph.nii.gz already exists"),
     "reconstruct-unknown-prior": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior",
                                    "nosuch", "--output", "r.nii.gz"], "unknown prior 'nosuch'"),
-    "reconstruct-prior-size": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior",
-                                "phantom", "--output", "r.nii.gz"], "prior is 128x128, the data need 32x32"),
     "reconstruct-samples": (["reconstruct", "--input", "ct.h5", "--method", "dds", "--prior", "tiny",
                              "--samples", "0", "--output", "r.nii.gz"], "samples must be"),
     "reconstruct-steps": (["reconstruct", "--input", "ct.h5", "--method", "mbir", "--prior", "tiny",
