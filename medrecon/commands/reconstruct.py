@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
@@ -128,6 +127,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     stand-in) computing every reconstruction."""
     import numpy as np
 
+    from medrecon.api import reconstruct as api_reconstruct
     from medrecon.config import load_config, make_settings, parse_overrides, settings_dict
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
@@ -138,7 +138,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     from medrecon.methods import DIFFUSION, LAST_INFO
     from medrecon.metrics import body_mask, format_table, measurement_convention, score
     from medrecon.provenance import provenance, write_json
-    from medrecon.tasks import output_volume, recon_shape, to_volume_units
+    from medrecon.tasks import output_volume, recon_shape
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
@@ -224,12 +224,10 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
                       extra={"measurement": m.attrs.get("provenance")})
 
     with plan.open() as staged:
-        start = time.perf_counter()
-        recon = run_method(m, args.method, settings, device=device, progress=not args.quiet,
-                           backend=args.backend)
-        seconds = time.perf_counter() - start
-        array = to_volume_units(recon, m)
-        out = output_volume(array, m, description=f"medrecon {args.method} {m.task}")
+        out = api_reconstruct(m, args.method, settings=settings, device=device, progress=not args.quiet,
+                              backend=args.backend, run_method=run_method)
+        seconds = float(out.source.pop("reconstruction")["seconds"])
+        array = out.array
         save_volume(out, staged.path(out_nifti))
         diffusion_info = {}
         if diffusion:
