@@ -427,6 +427,8 @@ class OutputPlan:
         locked: list[Output] = []
         staging = Staging(self)
         try:
+            from medrecon.library_messages import release
+            release()          # the inputs were read and checked: held-back library warnings are news now
             for folder in to_create:
                 try:
                     os.mkdir(folder, 0o777)
