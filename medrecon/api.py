@@ -90,7 +90,8 @@ def simulate(volume: Any, task: str, *, slices: Optional[Union[str, Sequence[int
         seed: seed of every random choice (noise, sampling mask).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         where: how to name the volume in error messages (default: its file).
-        ct / mri: a :class:`~medrecon.tasks.CTOptions` / :class:`~medrecon.tasks.MRIOptions`.
+        ct: a :class:`~medrecon.tasks.CTOptions` (all CT acquisition options at once).
+        mri: a :class:`~medrecon.tasks.MRIOptions` (all MRI acquisition options at once).
         **options: single fields of those instead, e.g. ``views=8`` (sparse view; default 8),
             ``wedge=90.0`` (limited angle, degrees), ``i0=1e5`` (Poisson noise, photons per ray;
             default noiseless), ``acceleration=4.0``, ``mask="uniform1d"``, ``coils=8``,
@@ -222,7 +223,8 @@ def evaluate(reference: Any, recon: Any, *, mask: str = "none", window: Optional
         window: CT: the HU window ``(lo, hi)`` whose width is the data range (default
             ``(-1000, 1000)``); MR: magnitudes over the reference's 99.9th percentile, range 1.
         data_range: an explicit data range in the volumes' units instead of the convention.
-        units / modality: declared for files that record none.
+        units: declared units of both volumes when their files record none (``"HU"``, ``"1/mm"``, ``"a.u."``).
+        modality: declared modality (``"CT"``, ``"MR"``) when the files record none.
         match_grid: ``"resample"`` (default) or ``"strict"`` (refuse other grids) or
             ``"ignore"`` (compare the arrays as stored; shapes must match).
         names: how to name the two inputs in messages (the CLI passes its options).
