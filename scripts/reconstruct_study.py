@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      mask, affine=volume.affine,
                                                      title=f"{args.task} on {args.study}"))
             staged.path(named["comparison.png"]).write_bytes(png)
-            settings = {k: v for k, v in vars(args).items() if k not in ("overwrite",)}
+            other_tasks = {"sparse-view-ct": ("wedge", "acceleration"), "limited-angle-ct": ("views", "acceleration"),
+                           "cs-mri": ("views", "wedge")}[args.task]     # acquisition options of other tasks
+            settings = {k: v for k, v in vars(args).items() if k not in ("overwrite", *other_tasks)}
             summary = {"study": str(args.study), "task": args.task, "shape": list(reference.shape),
                        "spacing": list(volume.spacing), "methods": args.methods, "settings": settings,
                        "seconds": seconds, "metrics": results}
