@@ -218,7 +218,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     plan.check()
     device = resolve_device(args.device)
     prov = provenance(device=device, seed=getattr(settings, "seed", None) if diffusion else None,
-                      inputs=[args.input, args.config, args.reference],
+                      inputs=[args.input, args.config, args.reference, *args.compare],
                       prior=settings.prior if diffusion else None,
                       command=getattr(args, "command_line", None),
                       extra={"measurement": m.attrs.get("provenance")})
