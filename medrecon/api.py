@@ -264,7 +264,7 @@ def evaluate(reference: Any, recon: Any, *, mask: str = "none", window: Optional
             raise UserError(f"{rec_where} and {ref_where} are on different voxel grids ({detail}) and "
                             f"{exc}") from None
         grid = (f"{how}, resampled onto the reconstruction's grid from the two affines "
-                f"({detail}; trilinear, antialiased)")
+                f"({detail}; area means where the reconstruction's voxels are larger)")
     if rec.units != ref.units:
         raise UserError(f"{rec_where} is in {rec.units} but {ref_where} is in {ref.units}; declare the "
                         f"units of the one that records none")
