@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
                                    modality="MR" if contrast == "mr" else "CT", units="a.u.")
     reference = volume.array
     prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
+    steps = {"tv": "ADMM-TV", "dds": f"DDS, warm start from ADMM-TV, prior {prior}"}
+    print(f"plan: simulate {args.task} of {data} {tuple(reference.shape)}, then "
+          + ", ".join(f"{m} ({steps[m]})" if m in steps else m for m in methods)
+          + "; about a minute on an idle 2-core CPU with DDS, longer on a busy one", flush=True)
     card = read_card(resolve(prior)) if "dds" in methods else None
     prov = provenance(device=device, seed=args.seed, prior=prior if card is not None else None,
                       inputs=[volume.source["path"]] if volume.source.get("path") else [],
