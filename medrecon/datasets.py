@@ -40,7 +40,7 @@ BRAIN_TRAIN = (range(16, 82), range(122, 160))
 
 @dataclass(frozen=True)
 class RealVolume:
-    """One real volume from a public package (see ``../shared/data/README.md``)."""
+    """One real volume from a public package (its package, version, licence and SHA-256 below)."""
 
     path: str           # relative to ROOT/real
     sha256: str
@@ -107,8 +107,9 @@ def real_volume(name: str, root: Optional[str | Path] = None, verify: bool = Tru
 
     entry, path = REAL_VOLUMES.get(name), real_volume_path(name, root)
     if not path.is_file():
-        raise UserError(f"sample volume {name!r} not found at {path}; copy it with "
-                        f"`python scripts/fetch_sample_data.py --local ../shared/data` (or set MEDRECON_DATA)")
+        raise UserError(f"sample volume {name!r} not found at {path}; it comes from {entry.package}: put that "
+                        f"file in a folder DIR and run `python scripts/fetch_sample_data.py --local DIR` "
+                        f"(or set MEDRECON_DATA)")
     if verify and hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
         raise DataError(f"{path}: SHA-256 does not match the recorded checksum of {name!r}")
     volume = reslice_axial(load_volume(path))

@@ -5,6 +5,11 @@ their own loggers, some with full tracebacks (pydicom logs one per failed decode
 medrecon's own one-line error says the same in a sentence). Inside :func:`captured`, every such
 message is reduced to its first sentence, prefixed with the library's name, printed once (a
 repeat is counted in :attr:`Collector.counts`, not printed) and its traceback dropped; ``verbose`` keeps the tracebacks.
+
+Messages are held back while a command reads and checks its inputs: a command refused with a
+one-line error prints that line alone (the library's complaint about the same file is in it).
+They are printed when the work starts (:func:`release`, called by
+:meth:`medrecon.io.outputs.OutputPlan.open`) or when the command ends without error.
 """
 
 from __future__ import annotations
@@ -41,13 +46,29 @@ class Collector:
 
     emit: Callable[[str, str], None]
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    holding: bool = True
+    pending: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, library: str, text: str) -> None:
         key = (library, plain(text))
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
         if seen == 0:
+            if self.holding:
+                self.pending.append(key)
+            else:
+                self.emit(*key)
+
+    def release(self) -> None:
+        """Print what was held back; print new messages at once from now on."""
+        self.holding = False
+        pending, self.pending = self.pending, []
+        for key in pending:
             self.emit(*key)
+
+    def drop(self) -> None:
+        """Forget what was held back (the command failed with its own one-line error)."""
+        self.pending = []
 
 
 class _Handler(logging.Handler):
@@ -69,12 +90,21 @@ def _writer(prog: str, stream: Optional[TextIO]) -> Callable[[str, str], None]:
     return emit
 
 
+_ACTIVE: list[Collector] = []
+
+
+def release() -> None:
+    """Print the held-back messages of the active :func:`captured` block (the work starts)."""
+    for collector in _ACTIVE:
+        collector.release()
+
+
 @contextlib.contextmanager
 def captured(prog: str = "medrecon", verbose: bool = False,
              stream: Optional[TextIO] = None) -> Iterator[Collector]:
     """Within the block, route library warnings and WARNING+ log records to one line each
     (``<prog>: warning: <library> reports: <first sentence>``), printed once."""
-    collector = Collector(_writer(prog, stream))
+    collector = Collector(_writer(prog, stream), holding=not verbose)
     handler = _Handler(collector, verbose)
     loggers = [logging.getLogger(name) for name in LIBRARIES]
     saved = [(lg, lg.propagate) for lg in loggers]
@@ -91,12 +121,18 @@ def captured(prog: str = "medrecon", verbose: bool = False,
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = show
+        _ACTIVE.append(collector)
         try:
             yield collector
+            collector.release()
+        except BaseException:
+            collector.drop()
+            raise
         finally:
+            _ACTIVE.remove(collector)
             for lg, propagate in saved:
                 lg.removeHandler(handler)
                 lg.propagate = propagate
 
 
-__all__ = ["captured", "Collector", "plain", "LIBRARIES"]
+__all__ = ["captured", "release", "Collector", "plain", "LIBRARIES"]

@@ -20,6 +20,7 @@ from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
 from medrecon.solvers import classical
 from medrecon.io.checks import require_finite
+from medrecon.progress import labelled, stage
 from medrecon.solvers.classical import tv_reconstruction
 from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,
                             require_reconstruction_memory)
@@ -64,7 +65,15 @@ DIFFUSION: dict[str, Callable[..., torch.Tensor]] = {}
 def run_method(m: Measurement, method: str, settings: Optional[Any] = None, device: str | torch.device = "cpu",
                progress: bool = False, backend: str = "auto",
                operator: Optional[LinearOperator] = None, slab: Optional["Slab"] = None) -> torch.Tensor:
-    """Reconstruct ``m`` with ``method``; returns the working-unit image on ``device``."""
+    """Reconstruct ``m`` with ``method``; returns the working-unit image ``[Z, Y, X]`` on ``device``
+    (complex64 for CS-MRI; see :mod:`medrecon.tasks` for the working units).
+
+    ``settings``: None (the task's defaults, ``configs/<method>_<task>.yaml``), a dict of
+    overrides, or a settings object from :func:`medrecon.config.make_settings`. A diffusion
+    method whose settings name no prior takes the shipped prior that fits the data
+    (:func:`medrecon.prior.catalog.default_prior`; the choice is logged and written back into
+    ``settings.prior``). ``progress``: progress bars labelled with the method and stage.
+    ``operator`` / ``slab``: a prebuilt operator and this rank's z-slab (distributed runs)."""
     if method not in CLASSICAL and method not in DIFFUSION:
         raise UserError(f"unknown method {method!r}; choose from "
                         f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
@@ -73,14 +82,18 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
                         f"choose from {', '.join((*methods_for(m.task), *DIFFUSION))}")
     if settings is None or isinstance(settings, dict):
         settings = make_settings(method, settings, task=m.task)
+    if method in DIFFUSION:
+        from medrecon.prior.catalog import resolve_default_prior
+        resolve_default_prior(m, settings)
     if operator is None:
         require_reconstruction_memory(m)
     op = operator if operator is not None else build_operator(m, device=device, backend=backend)
     y = data_in_working_units(m, op, device)
-    if method in DIFFUSION:
-        x = DIFFUSION[method](m, op, y, settings, progress, device, slab)
-    else:
-        x = CLASSICAL[method](m, op, y, settings, progress, slab)
+    with stage(method):
+        if method in DIFFUSION:
+            x = DIFFUSION[method](m, op, y, settings, progress, device, slab)
+        else:
+            x = CLASSICAL[method](m, op, y, settings, progress, slab)
     require_finite(x, f"the {method} reconstruction of {m.path or 'the measurement'}",
                    "the method diverged (try other settings); nothing written")
     return x
@@ -98,7 +111,8 @@ def _register_diffusion() -> None:
     for name, base in CONFIG_CLASSES.items():
         @dataclass
         class Settings(base):  # type: ignore[valid-type, misc]
-            prior: str = "phantom"       # shipped prior name or prior directory
+            prior: str = ""              # shipped prior name or prior directory; "": the shipped prior
+                                         # that fits the data (medrecon.prior.catalog.default_prior)
             samples: int = 1             # K > 1: K seeded runs, mean and per-voxel std
             seed: int = 0                # seeds every random draw
             state_dir: str = ""          # where the sampler state is saved ("" : not saved)
@@ -124,7 +138,8 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         store = DirectoryStateStore(s.state_dir) if s.state_dir else None
         result = reconstruct(method, op, y, prior, m, sampler_config, samples=s.samples, seed=s.seed,
                              store=store, save_every=s.save_every, resume=s.resume,
-                             progress=progress, warm_start=tv_warm_start(m.task, slab, progress),
+                             progress=progress, warm_start=labelled(f"{method} warm start",
+                                                                    tv_warm_start(m.task, slab, progress)),
                              slab=slab)
         LAST_INFO.clear()
         LAST_INFO.update(result.info, std=result.std)

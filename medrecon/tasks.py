@@ -64,6 +64,26 @@ class MRIOptions:
     sigma: float = 0.0                   # complex Gaussian noise, working units
 
 
+# The acquisition options that mean something for each task (the others are recorded with their
+# defaults but not shown: a wedge says nothing about a sparse-view scan).
+_CT_COMMON = ("beam", "source_origin", "origin_detector", "detectors", "detector_spacing", "i0")
+TASK_OPTIONS = {"sparse-view-ct": ("views", *_CT_COMMON),
+                "limited-angle-ct": ("wedge", "start", "step", *_CT_COMMON),
+                "cs-mri": ("acceleration", "mask", "center_fraction", "calib", "coils", "sigma")}
+
+
+def task_options(task: str, options: dict) -> dict:
+    """The entries of ``options`` that apply to ``task`` (fan-beam distances for fan beam only,
+    the calibration square for Poisson-disc masks only)."""
+    keep = dict((k, options[k]) for k in TASK_OPTIONS.get(task, tuple(options)) if k in options)
+    if keep.get("beam", "fan") != "fan":
+        keep.pop("source_origin", None)
+        keep.pop("origin_detector", None)
+    if "mask" in keep:
+        keep.pop("calib" if keep["mask"] != "poisson2d" else "center_fraction", None)
+    return keep
+
+
 def check_task(task: str) -> str:
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -171,17 +191,6 @@ def _volume_attrs(volume: Volume) -> dict:
             else list(volume.window), "window_units": volume.window_units,
             "description": volume.description, "source": {k: v for k, v in volume.source.items()
                                                           if isinstance(v, (str, int, float))}}
-
-
-def pixel_spacing_of(m: Measurement) -> Optional[float]:
-    """The in-plane pixel spacing (mm) of the image a measurement describes: the smaller in-plane
-    spacing of the volume it records (``attrs["volume"]["spacing"]``, [z, y, x]); None when it
-    records none."""
-    spacing = (m.attrs.get("volume") or {}).get("spacing")
-    try:
-        return float(min(spacing[1], spacing[2]))
-    except (TypeError, IndexError, ValueError):
-        return None
 
 
 def _where(m: Measurement) -> str:

@@ -121,7 +121,10 @@ def prior_problems(card: Optional[Mapping[str, Any]], task: str, volume_units: s
                    pixel_spacing: Optional[float] = None) -> list[str]:
     """Why a prior does not fit a measurement (empty when it fits): another modality, HU-less
     data for a CT prior, or a pixel spacing (mm, ``pixel_spacing``) outside the range the card
-    says the prior was trained on (``pixel_spacing_mm``; checked when both are known)."""
+    says the prior was trained on (``pixel_spacing_mm``, with the slack of
+    :func:`medrecon.prior.card.spacing_fits`; checked when both are known)."""
+    from medrecon.prior.card import pixel_spacing_range, spacing_fits
+
     name = (card or {}).get("name", "?")
     pm, dm = prior_modality(card), data_modality(task)
     if pm is not None and pm != dm:
@@ -133,13 +136,11 @@ def prior_problems(card: Optional[Mapping[str, Any]], task: str, volume_units: s
                 f"simulated from a volume in a.u., whose numbers are not tied to HU; simulate again with "
                 f"--units HU (or 1/mm) if the volume holds Hounsfield units (or attenuation), or choose a "
                 f"prior trained on a.u. data (e.g. --prior phantom)"]
-    trained = (card or {}).get("pixel_spacing_mm")
-    if trained and pixel_spacing is not None and volume_units != "a.u.":
-        lo, hi = (float(v) for v in trained)
-        if not lo <= pixel_spacing <= hi:
-            return [f"prior {name!r} was trained on pixels of {lo:g}-{hi:g} mm but the measurement's pixels "
-                    f"are {pixel_spacing:.3g} mm; resample the volume (simulate --size N) to a pixel size in "
-                    f"that range, or choose a prior trained at this resolution"]
+    if pixel_spacing is not None and volume_units != "a.u." and not spacing_fits(dict(card or {}), pixel_spacing):
+        lo, hi = pixel_spacing_range(dict(card or {}))
+        return [f"prior {name!r} was trained on pixels of {lo:g}-{hi:g} mm but the measurement's pixels "
+                f"are {pixel_spacing:.3g} mm; resample the volume (simulate --size N) to a pixel size in "
+                f"that range, or choose a prior trained at this resolution"]
     return []
 
 

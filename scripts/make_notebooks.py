@@ -30,14 +30,13 @@ import numpy as np
 import torch
 from IPython.display import Image, Markdown, display
 
-from medrecon.io import load_volume, save_volume
-from medrecon.io.measurements import load_measurement, save_measurement
-from medrecon.methods import run_method
-from medrecon.metrics import PLANES, body_mask, measurement_convention, score
+import medrecon                      # the Python API: load, simulate, reconstruct, evaluate, list_priors
+from medrecon.io import save_volume
+from medrecon.io.measurements import save_measurement
+from medrecon.metrics import PLANES, measurement_convention
 from medrecon.prior.checkpoint import read_card, resolve
 from medrecon.provenance import provenance
 from medrecon.report import figure_png_bytes, write_html_report
-from medrecon.tasks import output_volume, to_volume_units
 from medrecon.viz import comparison_figure, measurement_display
 
 torch.set_num_threads(2)
@@ -58,32 +57,30 @@ def table(results, seconds):
 RECONSTRUCT = '''recons, seconds = {}, {}
 for name, settings in METHODS.items():
     start = time.perf_counter()
-    recons[name] = to_volume_units(run_method(m, name, settings), m)
+    recons[name] = medrecon.reconstruct(m, name, settings=settings)   # a Volume in the input's units
     seconds[name] = time.perf_counter() - start
     print(f"{name:12s} {seconds[name]:6.1f} s")'''
 
-METRICS = '''reference = m.arrays["reference"]
-card = read_card(resolve(PRIOR))
-convention = measurement_convention(m, reference, card)
-results = {name: score(x, reference, convention) for name, x in recons.items()}
-print(convention.describe())
+METRICS = '''results = {name: medrecon.evaluate(m, x) for name, x in recons.items()}   # m: its stored reference
+print(results["dds"]["convention"]["description"])
 display(table(results, seconds))'''
 
-MASKED = '''mask = body_mask(reference, convention)
-masked = {name: score(x, reference, convention, mask) for name, x in recons.items()}
-print(f"body mask: {mask.mean():.0%} of the voxels")
+MASKED = '''masked = {name: medrecon.evaluate(m, x, mask="body") for name, x in recons.items()}
 display(table(masked, seconds))'''
 
-FIGURE = '''display_window = measurement_display(m, reference, WINDOW, card)
-fig = comparison_figure(reference, recons, display_window, slab.spacing, convention, affine=slab.affine,
+FIGURE = '''reference, card = m.arrays["reference"], read_card(resolve(PRIOR))
+convention = measurement_convention(m, reference, card)
+display_window = measurement_display(m, reference, WINDOW, card)
+arrays = {name: x.array for name, x in recons.items()}
+fig = comparison_figure(reference, arrays, display_window, slab.spacing, convention, affine=slab.affine,
                         title=TITLE)
 display(Image(figure_png_bytes(fig, dpi=90)))'''
 
 SAVE = '''for name, x in recons.items():
-    save_volume(output_volume(x, m, f"medrecon {name} {m.task}"), OUT / f"{name}.nii.gz", overwrite=True)
-back = load_volume(OUT / "dds.nii.gz")
+    save_volume(x, OUT / f"{name}.nii.gz", overwrite=True)
+back = medrecon.load(OUT / "dds.nii.gz")
 print(back.summary())
-print("round trip exact:", np.array_equal(back.array, recons["dds"]))
+print("round trip exact:", np.array_equal(back.array, recons["dds"].array))
 prov = provenance(seed=0, prior=PRIOR, command="notebooks/" + NAME + ".ipynb")
 write_html_report(OUT / "report.html", overwrite=True, title=TITLE, metrics=results,
                   settings={k: v for k, v in METHODS.items()}, provenance=prov,
@@ -106,12 +103,12 @@ Generated and executed by `scripts/make_notebooks.py`; outputs go to `notebooks/
         ("code", "NAME = \"ct\"\n" + COMMON),
         ("md", """## 1. Read the DICOM series
 
-`load_volume` groups the files by series, sorts the slices along the slice normal, applies the
+`medrecon.load` groups the files by series, sorts the slices along the slice normal, applies the
 rescale (HU) and records the geometry. We keep slices 48-55 and resample them to 128 x 128 (the
-affine keeps track of the new pixel size)."""),
+affine keeps track of the new pixel size; `medrecon.simulate(..., slices=, size=)` does the same)."""),
         ("code", """from medrecon.datasets import chest_ct_dir, select_and_resample
 
-volume = load_volume(chest_ct_dir())
+volume = medrecon.load(chest_ct_dir())
 print(volume.summary())
 slab = select_and_resample(volume, "48:56", 128)
 print(slab.summary())"""),
@@ -120,11 +117,9 @@ print(slab.summary())"""),
 An 8-view sinogram of line integrals of the linear attenuation (HU converted with
 mu_water = 0.0192 /mm), noiseless. The measurement file holds everything needed to rebuild the
 operator; from here on only the file is used."""),
-        ("code", """from medrecon.tasks import CTOptions, simulate
-
-save_measurement(OUT / "meas.h5", simulate(slab, "sparse-view-ct", seed=0, ct=CTOptions(views=8)),
+        ("code", """save_measurement(OUT / "meas.h5", medrecon.simulate(slab, "sparse-view-ct", seed=0, views=8),
                  overwrite=True)
-m = load_measurement(OUT / "meas.h5")
+m = medrecon.load(OUT / "meas.h5")
 print(m.summary())"""),
         ("md", """## 3. Reconstruct
 
@@ -175,13 +170,12 @@ Generated and executed by `scripts/make_notebooks.py`; outputs go to `notebooks/
 
 The template is stored in RAS order; medrecon reads any orientation into `[Z, Y, X]` with an
 affine to patient coordinates. The file records no modality or units (as files from dcm2niix or
-Slicer do not): `declare` says what it is, like `--modality MR` on the command line.
+Slicer do not): `modality="MR"` says what it is, like `--modality MR` on the command line.
 `brain_mri_slab("test")` takes the held-out axial slices, pads them square and resamples them to
 128 x 128; we keep six of them."""),
         ("code", """from medrecon.datasets import brain_mri_file, brain_mri_slab, take_slab
-from medrecon.units import declare
 
-volume = declare(load_volume(brain_mri_file()), modality="MR")
+volume = medrecon.load(brain_mri_file(), modality="MR")
 print(volume.summary())
 slab = take_slab(brain_mri_slab("test"), 9, 15)
 print(slab.summary())"""),
@@ -189,11 +183,9 @@ print(slab.summary())"""),
 
 8 birdcage coils, a uniform 1D mask (every 4th phase-encode line plus 8 % fully sampled centre
 lines), noiseless."""),
-        ("code", """from medrecon.tasks import MRIOptions, simulate
-
-mri = MRIOptions(acceleration=4, mask="uniform1d", coils=8)
-save_measurement(OUT / "meas.h5", simulate(slab, "cs-mri", seed=0, mri=mri), overwrite=True)
-m = load_measurement(OUT / "meas.h5")
+        ("code", """measurement = medrecon.simulate(slab, "cs-mri", seed=0, acceleration=4, mask="uniform1d", coils=8)
+save_measurement(OUT / "meas.h5", measurement, overwrite=True)
+m = medrecon.load(OUT / "meas.h5")
 print(m.summary(), f"effective acceleration x{m.attrs['acceleration']:.2f}")"""),
         ("md", "## 3. Reconstruct"),
         ("code", """PRIOR = "brain-mri"

@@ -26,6 +26,31 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def run_plan(methods: list[str], task: str, shape: tuple[int, int, int], prior: str | None, note: str) -> str:
+    """What the script is about to compute, in a few lines (printed before any reconstruction)."""
+    from medrecon.config import make_settings
+
+    lines = [f"plan: {task} of a {' x '.join(map(str, shape))} volume, then {len(methods)} reconstruction(s), "
+             f"one after the other:"]
+    for method in methods:
+        s = make_settings(method, None, task=task)
+        if method == "dds":
+            start = ("warm start: ADMM-TV reconstruction first" if getattr(s, "start_sigma", 0) else "from noise")
+            what = f"{s.steps} diffusion steps ({start})"
+        elif method == "mbir":
+            what = f"{s.steps} predictor-corrector steps"
+        elif method == "tv":
+            what = f"ADMM-TV, {s.iterations} iterations"
+        elif hasattr(s, "iterations"):
+            what = f"{s.iterations} iterations"
+        else:
+            what = "one pass"
+        lines.append(f"  {method}: {what}" + (f"; prior {prior}{note}" if method in ("dds", "mbir") else ""))
+    lines.append("  the figure and the report show these reconstructions only (nothing else is computed); "
+                 "ADMM-TV and the diffusion methods take minutes on a CPU (see docs/benchmarks)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from medrecon import units
     from medrecon.datasets import select_and_resample
@@ -52,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wedge", type=float, default=90.0, help="limited-angle CT: wedge in degrees")
     p.add_argument("--acceleration", type=float, default=4.0, help="CS-MRI: acceleration")
     p.add_argument("--methods", nargs="+", default=["fbp", "tv", "dds"], help="methods to run")
-    p.add_argument("--prior", default="chest-ct", help="prior for the diffusion methods")
+    p.add_argument("--prior", default=None, help="prior for the diffusion methods (default: the shipped prior that "
+                   "fits the study's modality and pixel spacing after --size; named in the plan printed first)")
     p.add_argument("--force", action="store_true", help="use a prior whose modality or units do not match")
     p.add_argument("--size", type=int, default=128, help="in-plane size after resampling (pixels)")
     p.add_argument("--slices", default=None, help="contiguous slab A:B of volume slice indices")
@@ -75,20 +101,25 @@ def main(argv: list[str] | None = None) -> int:
         plan.check()
         diffusion = [m for m in args.methods if m in DIFFUSION]
         card = None
-        if diffusion:
-            from medrecon.prior.checkpoint import read_card, resolve
-            card = read_card(resolve(args.prior))
         volume = units.declare(load_volume(args.study, series=args.series), args.units, args.modality,
                                where=args.study)
         units.warn_if_hu_like(volume, args.task, where=args.study)
-        if card is not None:
-            units.check_prior(card, args.task, volume.units, force=args.force)
         plan.add_inputs(volume.source.get("files", []), "study")
         volume = select_and_resample(volume, args.slices, args.size)
         device = resolve_device(args.device)
+        m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
+                     mri=MRIOptions(acceleration=args.acceleration), device=device)
+        prior_note = ""
+        if diffusion:
+            from medrecon.prior.catalog import default_prior_for
+            from medrecon.prior.checkpoint import read_card, resolve
+            if args.prior is None:
+                choice = default_prior_for(m)
+                args.prior, prior_note = choice.name, f" ({choice.reason})"
+            card = read_card(resolve(args.prior))
+            units.check_prior(card, args.task, volume.units, force=args.force)
+        print(run_plan(args.methods, args.task, volume.shape, args.prior, prior_note), flush=True)
         with plan.open() as staged:
-            m = simulate(volume, args.task, seed=args.seed, ct=CTOptions(views=args.views, wedge=args.wedge),
-                         mri=MRIOptions(acceleration=args.acceleration), device=device)
             reference = volume.array
             convention = measurement_convention(m, reference, card)
             mask = body_mask(reference, convention) if args.mask == "body" else None
@@ -111,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      mask, affine=volume.affine,
                                                      title=f"{args.task} on {args.study}"))
             staged.path(named["comparison.png"]).write_bytes(png)
-            settings = {k: v for k, v in vars(args).items() if k not in ("overwrite",)}
+            other_tasks = {"sparse-view-ct": ("wedge", "acceleration"), "limited-angle-ct": ("views", "acceleration"),
+                           "cs-mri": ("views", "wedge")}[args.task]     # acquisition options of other tasks
+            settings = {k: v for k, v in vars(args).items() if k not in ("overwrite", *other_tasks)}
             summary = {"study": str(args.study), "task": args.task, "shape": list(reference.shape),
                        "spacing": list(volume.spacing), "methods": args.methods, "settings": settings,
                        "seconds": seconds, "metrics": results}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Copy the measured tables into README.md, between ``<!-- BEGIN name -->`` / ``<!-- END name -->``.
+"""Copy the measured tables into README.md and the documentation pages (docs/**/*.md), between
+``<!-- BEGIN name -->`` / ``<!-- END name -->`` (every file and every block that names a source).
 
 Sources (all produced by commands in this repository, which the tables name):
 - ``classical``: benchmarks/results/classical.md (``python benchmarks/classical.py``)
@@ -148,18 +149,32 @@ def replace(readme: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: f"<!-- BEGIN {name} -->\n{body}\n<!-- END {name} -->", readme)
 
 
+def targets() -> list[Path]:
+    """The files whose blocks this script writes: README.md and every page under docs/."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def update(text: str, sources: dict) -> str:
+    """``text`` with every block it holds (of ``sources``) rewritten."""
+    for name, make in sources.items():
+        if f"<!-- BEGIN {name} -->" in text:
+            text = replace(text, name, venv_commands(make(name)))
+    return text
+
+
 def main() -> int:
-    path = REPO / "README.md"
-    readme = path.read_text()
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
                "demo": benchmark_table, "noise_weight": benchmark_table,
                "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary()}
-    for name, make in sources.items():
-        if f"<!-- BEGIN {name} -->" in readme:
-            readme = replace(readme, name, venv_commands(make(name)))
-    path.write_text(readme)
-    print(f"updated {path}")
+    cache: dict[str, str] = {}
+    cached = {name: (lambda n, make=make: cache.setdefault(n, make(n))) for name, make in sources.items()}
+    for path in targets():
+        before = path.read_text()
+        after = update(before, cached)
+        if after != before:
+            path.write_text(after)
+            print(f"updated {path.relative_to(REPO)}")
     return 0
 
 

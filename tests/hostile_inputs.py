@@ -130,10 +130,11 @@ def noise_free_kspace(shape=(2, 4, 32, 32)) -> np.ndarray:
 # -- priors ---------------------------------------------------------------------------------------
 def prior_copy(dst: Path, name: str = "phantom", poison: Optional[str] = None,
                window: Optional[list] = None, weights_path: Optional[str] = None,
-               scale: Optional[float] = None) -> Path:
+               scale: Optional[float] = None, family: Optional[str] = None) -> Path:
     """A copy of a shipped prior: ``poison`` "nan" puts NaN in one tensor; ``scale`` multiplies
     one tensor (other weights, same architecture); ``window`` rewrites the card's intensity
-    window; ``weights_path`` rewrites the card's weights entry."""
+    window; ``weights_path`` rewrites the card's weights entry; ``family`` the card's
+    architecture family (the weights stay those of the shipped network)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -150,8 +151,10 @@ def prior_copy(dst: Path, name: str = "phantom", poison: Optional[str] = None,
             t = t * scale
         state[key] = t.contiguous()
         save_file(state, str(dst / "ema.safetensors"))
-    if window is not None or weights_path is not None:
+    if window is not None or weights_path is not None or family is not None:
         card = json.loads((dst / "model_card.json").read_text())
+        if family is not None:
+            card["architecture"]["family"] = family
         if window is not None:
             card["intensity"]["window"] = window
         if weights_path is not None:
@@ -162,6 +165,20 @@ def prior_copy(dst: Path, name: str = "phantom", poison: Optional[str] = None,
 
 
 # -- DICOM ----------------------------------------------------------------------------------------
+def dicom_with_huge_rows(folder: Path, rows: int = 65535) -> Path:
+    """A 3-slice CT series whose middle file's header claims ``rows`` rows over 32 x 32 pixels."""
+    import pydicom
+
+    from dicom_factory import phantom_hu, write_series
+
+    write_series(folder, phantom_hu((3, 32, 32)), spacing=(2.0, 1.0, 1.0))
+    middle = sorted(folder.iterdir())[1]
+    ds = pydicom.dcmread(middle)
+    ds.Rows = rows
+    ds.save_as(middle)
+    return middle
+
+
 def pydicom_file(name: str) -> Optional[Path]:
     """A file bundled with pydicom (offline), or None."""
     from pydicom.data import get_testdata_file

@@ -197,5 +197,5 @@ def test_progress_is_log_lines_when_stderr_is_not_a_terminal(workspace, tmp_path
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("ADMM-TV")]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tv: ADMM-TV")]   # method: stage
     assert lines and "30/30" in lines[-1] and all(len(line) < 120 for line in lines)

@@ -88,8 +88,10 @@ ERRORS = {
     # evaluate
     "evaluate-missing": (["evaluate", "--reference", "nope.nii.gz", "--recon", "ph.nii.gz"],
                          "nope.nii.gz does not exist"),
-    "evaluate-shapes": (["evaluate", "--reference", "ph.nii.gz", "--recon", "small.nii.gz",
-                         "--json", "e.json"], "has shape (4, 16, 16)"),
+    "evaluate-shapes": (["evaluate", "--grid", "strict", "--reference", "ph.nii.gz", "--recon", "small.nii.gz",
+                         "--json", "e.json"], "different voxel grids (shapes [4, 32, 32] vs [4, 16, 16])"),
+    "evaluate-shapes-ignoring-geometry": (["evaluate", "--ignore-geometry", "--reference", "ph.nii.gz", "--recon",
+                                           "small.nii.gz", "--json", "e.json"], "has shape (4, 16, 16)"),
     "evaluate-range": (["evaluate", "--reference", "ph.nii.gz", "--recon", "ph.nii.gz",
                         "--data-range", "-1", "--json", "e.json"], "data range must be positive"),
     "evaluate-json-exists": (["evaluate", "--reference", "ph.nii.gz", "--recon", "ph.nii.gz",

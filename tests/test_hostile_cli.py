@@ -476,6 +476,48 @@ def _pin_escaping(d, b):
         ["a.bin", "out of the root"], None
 
 
+def _real_valued_kspace(d, b):
+    """k-space stored as float32: the phase is gone; reconstructing it would be a silent wrong result."""
+    from medrecon.io.measurements import load_measurement
+    m = load_measurement(b.mr)
+    f = H.raw_measurement(d / "in" / "realk.h5", "cs-mri", np.abs(m.data).astype(np.float32), m.arrays,
+                          m.geometry, m.attrs)
+    return ["reconstruct", "--input", f, "--method", "sense", "--output", d / "out" / "r.nii.gz"], \
+        ["realk.h5", "float32", "complex"], None
+
+
+def _uncreatable_output_folder(option: str) -> Builder:
+    def build(d, b):
+        return ["reconstruct", "--input", b.ct, "--method", "fbp", "--output", d / "out" / "r.nii.gz",
+                option, f"/proc/medrecon-nope/x.{'json' if option == '--json' else 'html'}"], \
+            [option, "/proc/medrecon-nope", "cannot create"], None
+    return build
+
+
+def _complex_nifti_simulate(d, b):
+    a = H.phantom_array().astype(np.complex64) * np.exp(0.3j)
+    f = H.nifti(d / "in" / "cplx.nii.gz", a)
+    return ["simulate", "--task", "cs-mri", "--input", f, "--output", d / "out" / "m.h5"], \
+        ["--input", "cplx.nii.gz", "complex"], None
+
+
+def _prior_other_family(d, b):
+    (d / "in").mkdir(parents=True)
+    prior = H.prior_copy(d / "in" / "prior", family="adm")
+    shutil.copy(b.ct128, d / "in" / "ct.h5")
+    return ["reconstruct", "--input", d / "in" / "ct.h5", "--method", "dds", "--prior", prior,
+            "--set", "steps=2", "--output", d / "out" / "r.nii.gz"], \
+        [str(prior / "model_card.json"), "'adm'"], None
+
+
+def _no_prior_fits(d, b):
+    """dds without --prior on MR data whose pixels no shipped MR prior covers: refused, the
+    choices listed (never a silent fallback to another prior)."""
+    return ["reconstruct", "--input", b.mr, "--method", "dds", "--set", "steps=2", "--output",
+            d / "out" / "r.nii.gz"], ["no shipped prior fits MR data at 1 mm pixels", "brain-mri (MR, 1.302-2.4 mm",
+                                      "--prior"], None
+
+
 def _simulate_option(option: str, value: str, words: list) -> Builder:
     def build(d, b):
         return ["simulate", "--task", "cs-mri", "--input", b.ph, option, value, "--output",
@@ -525,6 +567,12 @@ CASES: dict[str, Builder] = {
     "simulate-huge-size": _simulate_option("--size", "100000", ["100000 x 100000", "of memory"]),
     "setting-nan": _setting("tv", "lam_rel=nan", ["lam_rel", "finite"]),
     "setting-negative": _setting("tv", "rho_rel=-1", ["rho_rel", ">= 0"]),
+    # issue 22
+    "real-valued-kspace": _real_valued_kspace,
+    "json-folder-uncreatable": _uncreatable_output_folder("--json"),
+    "report-folder-uncreatable": _uncreatable_output_folder("--report"),
+    "complex-nifti-simulate": _complex_nifti_simulate, "prior-other-family": _prior_other_family,
+    "dds-no-prior-fits": _no_prior_fits,
 }
 
 
@@ -610,15 +658,48 @@ def test_bad_file_in_a_folder_is_skipped_and_named(tmp_path, capsys, caplog) -> 
     assert "badVR.dcm has an invalid NumberOfFrames" in err and "Traceback" not in err
 
 
-def test_library_warnings_shown_once_in_medrecon_words(tmp_path, capsys) -> None:
+def test_a_refusal_prints_its_error_line_alone(tmp_path, capsys) -> None:
+    """pydicom warns about the bad VR; medrecon's one error line says it: nothing before it."""
     src = H.pydicom_file("badVR.dcm")
     if src is None:
         pytest.skip("badVR.dcm not bundled")
     rc, _, err = run(capsys, ["info", src])
-    lines = [ln for ln in err.splitlines() if "pydicom reports" in ln]
-    assert rc == 2 and lines and len(lines) == len(set(lines))
-    assert all(ln.startswith("medrecon info: warning: pydicom reports: ") for ln in lines)
-    assert not any("https://" in ln for ln in lines) and "Traceback" not in err
+    line = assert_refused(rc, err, ["badVR.dcm"])
+    assert [ln for ln in err.splitlines() if ln.strip()] == [line]
+
+
+def test_library_warnings_shown_once_in_medrecon_words_when_the_command_goes_on(tmp_path, capsys) -> None:
+    """A library warning about input that is used anyway is shown, once, in medrecon's words."""
+    import warnings
+
+    from medrecon.library_messages import captured
+    with captured("medrecon info") as collector:
+        for _ in range(3):
+            warnings.warn("pydicom could not read a tag, see https://pydicom.github.io", UserWarning)
+        assert collector.pending  # held back while the inputs are read
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "reports" in ln]
+    assert len(lines) == 1 and lines[0].startswith("medrecon info: warning: ") and "https://" not in lines[0]
+
+
+def test_a_damaged_rows_header_is_reported_by_info(tmp_path, capsys) -> None:
+    bad = H.dicom_with_huge_rows(tmp_path / "s")
+    rc, out, err = run(capsys, ["info", tmp_path / "s"])
+    assert rc == 0, err
+    problem = [ln for ln in out.splitlines() if "unusable" in ln]
+    assert len(problem) == 1 and bad.name in problem[0] and "Rows 65535" in problem[0], out
+
+
+def test_oblique_rounded_series_warns_once_and_reports_no_tilt(tmp_path, capsys, caplog) -> None:
+    from dicom_factory import oblique_iop, phantom_hu, write_series
+    write_series(tmp_path / "s", phantom_hu((12, 12, 10)), spacing=(7.02, 0.9, 0.9),
+                 iop=oblique_iop(37.0), ipp_decimals=1)
+    caplog.set_level("WARNING")
+    rc, out, err = run(capsys, ["info", tmp_path / "s", "--series", "0"])
+    assert rc == 0, err
+    text = err + caplog.text
+    assert text.count("rounded ImagePositionPatient") == 1, text
+    assert "tilt" not in text and "tilt" not in out, (text, out)
 
 
 def test_non_image_object_is_described(tmp_path, capsys) -> None:

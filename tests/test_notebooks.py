@@ -29,8 +29,8 @@ def test_notebook_is_stored_with_its_outputs_and_has_no_test_cells(path) -> None
     assert {"image/png", "text/markdown"} <= kinds          # the figure and the per-plane tables
     text = "".join(c.source for c in code)
     assert "assert " not in text
-    for step in ("load_volume(", "simulate(", "save_measurement(", "load_measurement(", "comparison_figure(",
-                 "save_volume(", '"dds"'):
+    for step in ("medrecon.load(", "medrecon.simulate(", "medrecon.reconstruct(", "medrecon.evaluate(",
+                 "save_measurement(", "comparison_figure(", "save_volume(", '"dds"'):
         assert step in text, step
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Warning" not in streams and "round trip exact: True" in streams

@@ -41,7 +41,7 @@ def test_phantom_prior_beats_tv_at_sigma_0_1() -> None:
 @pytest.mark.parametrize("name,data", [("chest-ct", "lung2"), ("brain-mri", "brain2")])
 def test_data_priors_beat_tv_at_sigma_0_1(name: str, data: str) -> None:
     """On held-out subjects (lung2, brain2). Needs the sample data
-    (python scripts/fetch_sample_data.py --local ../shared/data; CI fetches it)."""
+    (python scripts/fetch_sample_data.py --local DIR; CI fetches it)."""
     _beats_tv(name, [data])
 
 

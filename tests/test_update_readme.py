@@ -2,6 +2,7 @@
 best baseline from every run of the same simulated data (matched by the FBP row), the verdict."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
@@ -43,3 +44,17 @@ def test_summary_takes_newest_dds_and_best_matching_baseline() -> None:
     worse = _run("2026-01-05T00:00:00", "eee", [_row("fbp", 15.0), _row("dds", 27.4, "DDS (50 steps)", 50)])
     line = [ln for ln in summary([old, wider_grid, worse]).splitlines() if "lung2" in ln][0]
     assert "not met (-0.10)" in line
+
+
+def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
+    script = _script()
+    names = {p.relative_to(script.REPO).as_posix() for p in script.targets()}
+    assert {"README.md", "docs/benchmarks/classical.md", "docs/benchmarks/diffusion.md",
+            "docs/priors.md"} <= names
+    page = "intro\n<!-- BEGIN demo -->\nold\n<!-- END demo -->\n<!-- BEGIN other -->\nkeep\n<!-- END other -->\n"
+    out = script.update(page, {"demo": lambda name: "python benchmarks/demo.py said so"})
+    assert "old" not in out and ".venv/bin/python benchmarks/demo.py said so" in out and "keep" in out
+    for path in script.targets():          # every block in the repository names a known source
+        for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
+            assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
+                            "diffusion-summary"), (path, name)

@@ -89,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
                                    modality="MR" if contrast == "mr" else "CT", units="a.u.")
     reference = volume.array
     prior = "chest-ct" if data in ("chest-ct", "lung2") else TASK_DEFAULTS[args.task]["prior"]
+    steps = {"tv": "ADMM-TV", "dds": f"DDS, warm start from ADMM-TV, prior {prior}"}
+    print(f"plan: simulate {args.task} of {data} {tuple(reference.shape)}, then "
+          + ", ".join(f"{m} ({steps[m]})" if m in steps else m for m in methods)
+          + ("; DDS takes about a minute on an idle 2-core CPU, longer on a busy one" if "dds" in methods else ""),
+          flush=True)
     card = read_card(resolve(prior)) if "dds" in methods else None
     prov = provenance(device=device, seed=args.seed, prior=prior if card is not None else None,
                       inputs=[volume.source["path"]] if volume.source.get("path") else [],
@@ -110,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
             save_volume(output_volume(volumes[method], m, f"medrecon demo {method}"),
                         staged.path(files[method]))
         save_volume(volume, staged.path(files["reference"]))
+        acquisition = {"sparse-view-ct": {"views": args.views}, "limited-angle-ct": {"wedge": args.wedge},
+                       "cs-mri": {"acceleration": args.acceleration}}[args.task]
         summary = {"task": args.task, "data": data, "shape": list(reference.shape),
-                   "settings": {"views": args.views, "wedge": args.wedge, "acceleration": args.acceleration,
-                                "methods": methods, "prior": prior if card is not None else None},
+                   "settings": {**acquisition, "methods": methods, "prior": prior if card is not None else None},
                    "seconds": seconds, "metrics": results}
         write_json(staged.path(files["metrics"]), summary, prov)
         display = measurement_display(m, reference, "prior", card)
@@ -125,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                           metrics=results, settings=summary["settings"], provenance=prov, figure_png=png,
                           seconds=seconds, notes=[f"Volume {reference.shape} (Z, Y, X), spacing "
                                                   f"{tuple(round(s, 3) for s in volume.spacing)} mm, device {device}."])
-    print(f"{args.task} on {data} {reference.shape}, device {device}")
+    print(f"{args.task} on {data} {reference.shape}, device {device}"
+          + (f", dds prior {prior}" if card is not None else ""))
     print(format_table(results))
     print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))

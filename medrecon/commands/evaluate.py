@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from medrecon.errors import UserError
-
 NAME = "evaluate"
 HELP = ("Compare a reconstruction with a reference volume: PSNR and SSIM over the whole volume and per "
         "plane (axial, coronal, sagittal; averaged over the slices of each plane), under medrecon's one "
@@ -16,7 +14,10 @@ HELP = ("Compare a reconstruction with a reference volume: PSNR and SSIM over th
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from medrecon import units
 
-    p.add_argument("--reference", required=True, help="reference VOLUME (NIfTI file or DICOM series directory)")
+    p.add_argument("--reference", required=True,
+                   help="reference VOLUME (NIfTI file or DICOM series directory: e.g. the original study, resampled "
+                        "onto the reconstruction's grid from the two affines when the grids differ), or a "
+                        "measurement file MEAS.h5 (its stored reference)")
     p.add_argument("--recon", required=True, help="reconstruction VOLUME (NIfTI file or DICOM series directory)")
     units.add_arguments(p, "both volumes")
     p.add_argument("--window", type=float, nargs=2, default=None, metavar=("LO", "HI"),
@@ -31,56 +32,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT.json",
                    help='write {"psnr", "ssim", "planes": {"axial": {"psnr", "ssim"}, ...}, "convention", '
                         '"mask", "provenance"} to this file')
+    p.add_argument("--grid", choices=("resample", "strict"), default="resample",
+                   help="a reference on another voxel grid: resample it onto the reconstruction's grid "
+                        "(default; the output says so) or refuse (strict)")
     p.add_argument("--ignore-geometry", action="store_true",
-                   help="compare the voxel arrays even when the two volumes' affines (voxel size, "
-                        "orientation, origin) differ")
+                   help="compare the voxel arrays as stored even when the two volumes' affines (voxel size, "
+                        "orientation, origin) differ (shapes must match)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medrecon.io import load_volume
+    from medrecon.api import evaluate
     from medrecon.io.outputs import OutputPlan
-    from medrecon.metrics import body_mask, ct_convention, explicit_convention, format_table, magnitude_convention, \
-        score
+    from medrecon.metrics import format_table
     from medrecon.provenance import provenance, write_json
-    from medrecon.units import declare
-    from medrecon.volume import geometry_mismatch
 
     plan = OutputPlan(overwrite=args.overwrite)
     plan.add_input(args.reference, "--reference")
     plan.add_input(args.recon, "--recon")
     out_json = plan.add_file(args.json, "--json") if args.json else None
     plan.check()
-    ref = declare(load_volume(args.reference), args.units, args.modality, where=f"--reference {args.reference}")
-    rec = declare(load_volume(args.recon), args.units, args.modality, where=f"--recon {args.recon}")
-    if ref.array.shape != rec.array.shape:
-        raise UserError(f"--recon {args.recon} has shape {rec.array.shape}, but --reference "
-                        f"{args.reference} has shape {ref.array.shape}")
-    why = geometry_mismatch(ref.affine, rec.affine)
-    if why and not args.ignore_geometry:
-        raise UserError(f"--recon {args.recon} and --reference {args.reference} are on different "
-                        f"voxel grids ({why}); resample one onto the other, or pass "
-                        f"--ignore-geometry to compare the arrays as stored")
-    if rec.units != ref.units:
-        raise UserError(f"--recon {args.recon} is in {rec.units} but --reference {args.reference} is in "
-                        f"{ref.units}; declare the units of the one that records none with --units")
-    is_ct = ref.modality == "CT" or ref.units in ("HU", "1/mm")
-    try:
-        if args.data_range is not None:
-            convention = explicit_convention(args.data_range, ref.units)
-        elif is_ct:
-            convention = ct_convention(ref.units, volume_window=ref.window if ref.units == "window01" else None,
-                                       window_hu=args.window)
-        else:
-            convention = magnitude_convention(ref.array, ref.units)
-    except ValueError as exc:
-        raise UserError(f"--reference {args.reference}: {exc}; pass --data-range") from None
-    mask = body_mask(ref.array, convention) if args.mask == "body" else None
+    metrics = evaluate(args.reference, args.recon, mask=args.mask, window=args.window, data_range=args.data_range,
+                       units=args.units, modality=args.modality,
+                       match_grid="ignore" if args.ignore_geometry else args.grid,
+                       names=(f"--reference {args.reference}", f"--recon {args.recon}"))
     with plan.open() as staged:
-        metrics = score(rec.array, ref.array, convention, mask)
         if out_json is not None:
             prov = provenance(inputs=[args.reference, args.recon], command=getattr(args, "command_line", None))
             write_json(staged.path(out_json), metrics, prov)
+    print(f"reference: {metrics['reference_grid']}")
     print(format_table({"recon": metrics}))
-    print(f"metrics: {convention.describe()}" + (" ; inside the body mask" if mask is not None else ""))
+    print(f"metrics: {metrics['convention']['description']}" + (" ; inside the body mask" if args.mask == "body" else ""))
     return 0

@@ -41,7 +41,8 @@ def _volume_info(vol: Any) -> dict[str, Any]:
             "units": vol.units, "window": list(vol.window) if vol.window else None,
             "dtype": str(vol.array.dtype), "min": float(arr.min()), "max": float(arr.max()),
             "affine_lps": np.round(vol.affine, 6).tolist(), "description": vol.description,
-            "source": {k: v for k, v in vol.source.items() if k != "files"}}
+            "source": {k: v for k, v in vol.source.items() if k != "files"},
+            "priors": _volume_priors(vol.modality, vol.units, vol.spacing, vol.shape)}
 
 
 def _print_volume(info: dict[str, Any], vol: Any) -> None:
@@ -54,6 +55,7 @@ def _print_volume(info: dict[str, Any], vol: Any) -> None:
             print(f"  {key}: {vol.source[key]}")
     for line in _affine_lines(vol.affine):
         print(line)
+    print("  " + info["priors"])
 
 
 def _series_geometry(series: Any, tolerance: float) -> dict[str, Any]:
@@ -77,7 +79,9 @@ def _series_geometry(series: Any, tolerance: float) -> dict[str, Any]:
     out.update({"shape_zyx": [len(geo.frames), first.rows, first.cols],
                 "spacing_zyx_mm": [round(float(s), 6) for s in dummy.spacing],
                 "orientation_xyz": dummy.orientation_codes(),
-                "gantry_tilt_deg": round(geo.tilt_deg, 4)})
+                "gantry_tilt_deg": round(geo.tilt_deg, 4),
+                "priors": _volume_priors(series.modality, "HU" if series.modality == "CT" else "a.u.",
+                                         dummy.spacing, (len(geo.frames), first.rows, first.cols))})
     return out
 
 
@@ -114,6 +118,7 @@ def _dicom(path: Path, args: argparse.Namespace) -> int:
                 if s["gantry_tilt_deg"] > 0.01 else ""
             print(f"    [Z, Y, X] = {s['shape_zyx']}, spacing (dz, dy, dx) = ({dz:.4g}, "
                   f"{dy:.4g}, {dx:.4g}) mm, index axes x,y,z -> {s['orientation_xyz']}{tilt}")
+            print(f"    {s['priors']}")
         else:
             print(f"    geometry problem: {s['geometry_error']}")
         for prob in s["problems"]:
@@ -135,6 +140,55 @@ def _with_provenance(report: dict, path: Path, args: argparse.Namespace) -> dict
     return {**report, "provenance": provenance(inputs=[path], command=getattr(args, "command_line", None))}
 
 
+def prior_fit(modality: str, units: str, pixel_spacing) -> str:
+    """One sentence: the shipped prior a diffusion method would use for such data, or why none fits."""
+    from medrecon.errors import UserError
+    from medrecon.prior.catalog import default_prior, fitting_priors
+
+    if modality not in ("CT", "MR"):
+        return (f"priors: modality {modality!r} is not CT or MR; declare it (--modality) to choose a prior")
+    try:
+        choice = default_prior(modality, units, pixel_spacing)
+    except UserError as exc:
+        return f"priors: {exc}"
+    others = [n for n in fitting_priors(modality, units, pixel_spacing) if n != choice.name]
+    also = f" (also fits: {', '.join(others)})" if others else ""
+    return f"priors: {choice.name} is the default for dds/mbir: {choice.reason}{also}"
+
+
+def _measurement_priors(m) -> str:
+    from medrecon.prior.catalog import measurement_pixel_spacing
+    from medrecon.units import data_modality
+
+    units = ((m.attrs or {}).get("volume") or {}).get("units", "a.u." if m.task != "cs-mri" else "normalised")
+    return prior_fit(data_modality(m.task), units, measurement_pixel_spacing(m))
+
+
+RESAMPLED_SIZES = (512, 384, 320, 256, 192, 160, 128, 96, 64)
+
+
+def _volume_priors(modality: str, units: str, spacing_zyx, shape_zyx) -> str:
+    """Which shipped prior fits a volume as it is, else after which ``--size N`` resampling."""
+    import math
+
+    from medrecon.prior.card import read_card
+    from medrecon.prior.catalog import DEFAULT_PRIORS, _shipped_dir, shipped_priors, spacing_fits
+
+    units = "HU" if units in ("HU", "1/mm", "window01") and modality == "CT" else units
+    dy, dx = float(spacing_zyx[1]), float(spacing_zyx[2])
+    spacing, width = math.sqrt(dy * dx), max(int(shape_zyx[1]), int(shape_zyx[2]))
+    text = prior_fit(modality, units, spacing)
+    if not text.startswith("priors: no shipped prior fits") or units == "a.u." and modality == "CT":
+        return text
+    for name in (n for n in DEFAULT_PRIORS.get(modality, ()) if n in shipped_priors()):
+        card = read_card(_shipped_dir() / name)
+        for size in (n for n in RESAMPLED_SIZES if n < width):
+            if spacing_fits(card, spacing * width / size):
+                return (f"priors: none fits at {spacing:.3g} mm pixels; {name} fits after resampling to "
+                        f"{size} x {size} (simulate --size {size}: {spacing * width / size:.3g} mm pixels)")
+    return text
+
+
 def _measurement(path: Path, args: argparse.Namespace) -> int:
     as_json = args.json
     from medrecon.io import load_measurement
@@ -142,7 +196,7 @@ def _measurement(path: Path, args: argparse.Namespace) -> int:
     report = {"kind": "measurement", "path": str(path), "task": m.task,
               "data_shape": list(m.data.shape), "data_dtype": str(m.data.dtype),
               "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in m.arrays.items()},
-              "geometry": m.geometry, "attrs": m.attrs}
+              "geometry": m.geometry, "attrs": m.attrs, "priors": _measurement_priors(m)}
     if as_json:
         print(json_text(_with_provenance(report, path, args), default=str))
         return 0
@@ -150,7 +204,11 @@ def _measurement(path: Path, args: argparse.Namespace) -> int:
     if m.geometry:
         print("  geometry: " + json_text(m.geometry, indent=None)[:2000])
     for key, val in m.attrs.items():
+        if key == "options" and isinstance(val, dict):
+            from medrecon.tasks import task_options
+            val = task_options(m.task, val)
         print(f"  {key}: {json_text(val, indent=None)[:200]}")
+    print("  " + report["priors"])
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from medrecon.device import DEVICE_CHOICES
@@ -23,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="method settings (configs/*.yaml); see the file for every key")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable), e.g. --set iterations=50")
-    p.add_argument("--prior", default=None, help="diffusion methods: phantom, chest-ct, brain-mri or a prior "
-                   "directory")
+    p.add_argument("--prior", default=None, help="diffusion methods: a shipped prior (`medrecon prior list`) or a "
+                   "prior directory; default: the shipped prior that fits the data's modality and pixel spacing "
+                   "(named in the log and the JSON; refused with the choices when none fits)")
     p.add_argument("--samples", type=int, default=None, help="diffusion methods: K seeded runs; writes their "
                    "mean and a per-voxel standard deviation volume (RECON_std.nii.gz)")
     p.add_argument("--seed", type=int, default=None, help="diffusion methods: seed of every random draw")
@@ -34,7 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="diffusion methods: continue from --state-dir "
                    "(same settings and seed give the same result as an uninterrupted run)")
     p.add_argument("--figure", action="store_true", help="also write RECON.png: tri-planar views of the reference, "
-                   "FBP (or zero-filled), ADMM-TV and this reconstruction, with error maps and per-slice PSNR/SSIM")
+                   "this reconstruction and every --compare volume, with error maps and per-slice PSNR/SSIM "
+                   "(nothing else is reconstructed for it)")
+    p.add_argument("--compare", action="append", default=[], metavar="OTHER.nii.gz",
+                   help="a reconstruction of the same measurement to show beside this one in the figure, the "
+                        "report and the printed table (repeatable), e.g. --compare tv.nii.gz")
     p.add_argument("--figure-window", default="prior", choices=WINDOW_CHOICES,
                    help="CT figures: the display window: the prior's HU window ([-1000, 1000] HU without a prior), "
                         "soft-tissue (W 400 / L 40), lung (W 1500 / L -600) or bone (W 1800 / L 400)")
@@ -84,7 +88,7 @@ def measurement_inputs(m, meas_path: str) -> list[Path]:
     return [q for q in found if q.exists()]
 
 
-def check_geometry_match(reference, m, where: str) -> None:
+def check_geometry_match(reference, m, where: str, option: str = "--reference") -> None:
     """Refuse a reference volume whose geometry (affine) differs from the measurement's."""
     import numpy as np
 
@@ -96,7 +100,7 @@ def check_geometry_match(reference, m, where: str) -> None:
         return
     why = geometry_mismatch(np.asarray(vol["affine"], float), reference.affine)
     if why:
-        raise UserError(f"--reference {where} does not lie where the measurement's volume lies "
+        raise UserError(f"{option} {where} does not lie where the measurement's volume lies "
                         f"({why}); compare volumes on the same grid")
 
 
@@ -123,6 +127,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     stand-in) computing every reconstruction."""
     import numpy as np
 
+    from medrecon.api import reconstruct as api_reconstruct
     from medrecon.config import load_config, make_settings, parse_overrides, settings_dict
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
@@ -133,7 +138,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     from medrecon.methods import DIFFUSION, LAST_INFO
     from medrecon.metrics import body_mask, format_table, measurement_convention, score
     from medrecon.provenance import provenance, write_json
-    from medrecon.tasks import output_volume, pixel_spacing_of, recon_shape, to_volume_units
+    from medrecon.tasks import output_volume, recon_shape
 
     if not str(args.output).endswith((".nii", ".nii.gz")):
         raise UserError(f"--output {args.output}: expected a .nii or .nii.gz file name")
@@ -160,14 +165,17 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
         values["resume"] = True
     settings = make_settings(args.method, values, where=args.config or "--set", task=m.task)
     diffusion = args.method in DIFFUSION
-    card = None
+    card, prior_choice = None, None
     if diffusion:
+        from medrecon.prior.catalog import resolve_default_prior
+        from medrecon.prior.catalog import measurement_pixel_spacing
         from medrecon.prior.checkpoint import read_card, resolve
         from medrecon.units import check_prior
 
+        prior_choice = resolve_default_prior(m, settings)   # fills settings.prior when none is named
         card = read_card(resolve(settings.prior))
         check_prior(card, m.task, m.attrs.get("volume", {}).get("units", "a.u."), force=args.force,
-                    pixel_spacing=pixel_spacing_of(m))
+                    pixel_spacing=measurement_pixel_spacing(m))
 
     # everything read and every output checked before any work
     shape = recon_shape(m)
@@ -183,6 +191,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
             check_geometry_match(reference_volume, m, args.reference)
     if args.json and reference is None:
         raise UserError(f"--json {args.json}: no reference to compare with (pass --reference)")
+    compared = _load_compared(args.compare, shape, m)
     plan = OutputPlan(overwrite=args.overwrite)
     plan.add_input(args.input, "--input")
     plan.add_inputs(measurement_inputs(m, args.input), f"volume {args.input} was simulated from")
@@ -190,6 +199,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     if reference_volume is not None:
         plan.add_inputs(reference_volume.source.get("files", []), "--reference")
     plan.add_input(args.config, "--config")
+    plan.add_inputs(args.compare, "--compare")
     out_nifti = plan.add_file(args.output, "--output")
     out_config = plan.add_file(stem + ".config.json", "config")
     samples = int(getattr(settings, "samples", 1) or 1) if diffusion else 1
@@ -210,18 +220,16 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     plan.check()
     device = resolve_device(args.device)
     prov = provenance(device=device, seed=getattr(settings, "seed", None) if diffusion else None,
-                      inputs=[args.input, args.config, args.reference],
+                      inputs=[args.input, args.config, args.reference, *args.compare],
                       prior=settings.prior if diffusion else None,
                       command=getattr(args, "command_line", None),
                       extra={"measurement": m.attrs.get("provenance")})
 
     with plan.open() as staged:
-        start = time.perf_counter()
-        recon = run_method(m, args.method, settings, device=device, progress=not args.quiet,
-                           backend=args.backend)
-        seconds = time.perf_counter() - start
-        array = to_volume_units(recon, m)
-        out = output_volume(array, m, description=f"medrecon {args.method} {m.task}")
+        out = api_reconstruct(m, args.method, settings=settings, device=device, progress=not args.quiet,
+                              backend=args.backend, run_method=run_method)
+        seconds = float(out.source.pop("reconstruction")["seconds"])
+        array = out.array
         save_volume(out, staged.path(out_nifti))
         diffusion_info = {}
         if diffusion:
@@ -233,20 +241,23 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
         effective = {"input": str(args.input), "method": args.method, "task": m.task, "device": str(device),
                      "settings": settings_dict(settings), "seconds": round(seconds, 3),
                      "sampler": diffusion_info}
+        if diffusion:
+            effective["prior"] = _prior_record(settings.prior, prior_choice)
         write_json(staged.path(out_config), effective, prov)
         results, figure_png, table = None, None, ""
         if reference is not None:
             convention = measurement_convention(m, reference, card)
             mask = body_mask(reference, convention) if args.mask == "body" else None
             metrics = score(array, reference, convention, mask)
-            results = {args.method: metrics}
+            results = {name: score(vol, reference, convention, mask) for name, vol in compared.items()}
+            results[args.method] = metrics           # this run's row last
             table = format_table(results) + "\n" + f"metrics: {convention.describe()}" + \
                 (" ; inside the body mask" if mask is not None else "")
-            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **metrics}, prov)
+            extra = {"prior": effective["prior"]} if diffusion else {}
+            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **metrics}, prov)
             if args.figure or args.report:
-                figure_png = _comparison(m, args, settings, card, device, array, reference, convention,
-                                         mask, spacing=tuple(out.spacing), affine=out.affine,
-                                         results=results, run_method=run_method)
+                figure_png = _comparison(m, args, card, {**compared, args.method: array}, reference,
+                                         convention, mask, spacing=tuple(out.spacing), affine=out.affine)
                 if out_figure is not None:
                     staged.path(out_figure).write_bytes(figure_png)
         if out_report is not None:
@@ -280,27 +291,46 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
     return 0
 
 
-def _comparison(m, args, settings, card, device, array, reference, convention, mask, spacing, affine,
-                results, run_method) -> bytes:
-    """The figure's PNG: the reference, FBP (or zero-filled), ADMM-TV and this reconstruction
-    (the baselines computed by ``run_method``, as the reconstruction itself).
-    Adds the baselines' metrics to ``results`` (shown in the report's table)."""
-    from medrecon.methods import methods_for
-    from medrecon.metrics import score
+def _prior_record(name: str, choice) -> dict:
+    """How the run's prior was chosen, for the config and metrics JSON."""
+    if choice is None:
+        return {"name": name, "chosen": "named by the user"}
+    return {"name": name, "chosen": "default", "reason": choice.reason}
+
+
+def _load_compared(paths: list[str], shape: tuple[int, int, int], m) -> dict:
+    """``--compare`` volumes by name (file name without extension), each on the reconstruction's
+    grid (shape and, when both record one, geometry)."""
+    import numpy as np
+
+    from medrecon.errors import UserError
+    from medrecon.io import load_volume
+
+    out: dict = {}
+    for path in paths:
+        name = Path(path).name
+        for suffix in (".nii.gz", ".nii", ".nrrd"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+        volume = load_volume(path)
+        if volume.array.shape != shape:
+            raise UserError(f"--compare {path} has shape {volume.array.shape}, the reconstruction will be {shape}")
+        check_geometry_match(volume, m, path, "--compare")
+        if name in out:
+            raise UserError(f"--compare {path}: two compared volumes are named {name!r}")
+        out[name] = np.abs(volume.array).astype(np.float32) if np.iscomplexobj(volume.array) \
+            else volume.array.astype(np.float32)
+    return out
+
+
+def _comparison(m, args, card, recons: dict, reference, convention, mask, spacing, affine) -> bytes:
+    """The figure's PNG: the reference, then ``recons`` (the ``--compare`` volumes and this run's
+    reconstruction, last); nothing is reconstructed here."""
     from medrecon.report import figure_png_bytes
-    from medrecon.tasks import to_volume_units
     from medrecon.viz import comparison_figure, measurement_display
 
-    baseline = "fbp" if "fbp" in methods_for(m.task) else "zero-filled"
-    recons = {}
-    for name in (baseline, "tv"):
-        if name != args.method:
-            recons[name] = to_volume_units(run_method(m, name, None, device=device), m)
-            results[name] = score(recons[name], reference, convention, mask)
-    recons[args.method] = array
-    results[args.method] = results.pop(args.method)  # this run's row last
     display = measurement_display(m, reference, args.figure_window, card)
-    fig = comparison_figure(reference, recons, display, spacing, convention, mask, affine=affine,
-                            title=f"{m.task}: {args.method} vs {', '.join(n for n in recons if n != args.method)}"
-                                  f" ({args.input})")
+    others = [n for n in recons if n != args.method]
+    title = f"{m.task}: {args.method}" + (f" vs {', '.join(others)}" if others else "") + f" ({args.input})"
+    fig = comparison_figure(reference, recons, display, spacing, convention, mask, affine=affine, title=title)
     return figure_png_bytes(fig)

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medrecon.datasets import select_and_resample
+    from medrecon.api import simulate
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume
@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io.measurements import check_measurement, save_measurement
     from medrecon.io.outputs import OutputPlan, real_path
     from medrecon.provenance import provenance
-    from medrecon.tasks import simulate
 
     if not str(args.output).lower().endswith((".h5", ".hdf5")):
         raise UserError(f"--output {args.output}: measurements are written as HDF5; use a .h5 "
@@ -82,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     coils = args.coils if args.task == "cs-mri" else 1
     require_memory(float(z) * ny * nx * 8 * (3 * max(coils, 1) + 8),
                    f"simulating {args.task} of a {z} x {ny} x {nx} volume")
-    volume = select_and_resample(volume, args.slices, args.size)
     ct = CTOptions(views=args.views, wedge=args.wedge, start=args.start, step=args.step, beam=args.beam,
                    source_origin=args.source_origin, origin_detector=args.origin_detector,
                    detectors=args.detectors, detector_spacing=args.detector_spacing, i0=args.i0)
@@ -90,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                      calib=args.calib, coils=args.coils, sigma=args.sigma)
     device = resolve_device(args.device)
     with plan.open() as staged:
-        m = simulate(volume, args.task, seed=args.seed, ct=ct, mri=mri, device=device)
+        m = simulate(volume, args.task, slices=args.slices, size=args.size, seed=args.seed, ct=ct, mri=mri,
+                     device=device, where=f"--input {args.input}")
         m.attrs["input"] = str(real_path(args.input))  # absolute: found from any working directory
         m.attrs["provenance"] = provenance(device=device, seed=args.seed, inputs=[args.input],
                                            command=getattr(args, "command_line", None))

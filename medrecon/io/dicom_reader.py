@@ -282,7 +282,26 @@ def _pixel_problem(ds: Dataset, path: Path) -> Optional[str]:
         if have is not None and have < length:
             return (f"is truncated: pixel data needs {length} bytes but the file holds "
                     f"{max(have, 0)}")
+        needed = _pixel_bytes_needed(ds, path)
+        if needed is not None and length < needed:
+            return (f"has pixel data of {length} bytes but its header (Rows {ds.get('Rows')}, Columns "
+                    f"{ds.get('Columns')}, {ds.get('NumberOfFrames') or 1} frame(s), "
+                    f"{ds.get('BitsAllocated')} bits) needs {needed}: a damaged header")
     return None
+
+
+def _pixel_bytes_needed(ds: Dataset, path: Path) -> Optional[int]:
+    """Bytes of uncompressed pixel data the header describes (None when it does not say)."""
+    try:
+        rows, cols = int(ds.get("Rows")), int(ds.get("Columns"))
+        bits = int(ds.get("BitsAllocated"))
+    except (TypeError, ValueError):
+        return None
+    try:
+        frames = _number(ds, "NumberOfFrames", int, path, 1) or 1
+    except DataError:
+        return None             # reported where the frames are read
+    return (rows * cols * max(int(frames), 1) * bits + 7) // 8
 
 
 def scan_dicom(paths: PathLike | Sequence[PathLike]) -> DicomScan:
@@ -450,6 +469,19 @@ def _group_labels(frames: Sequence[Frame], key: Any) -> str:
     return "; ".join(f"{k}: {names(v, 3)}" for k, v in groups.items())
 
 
+_WARNED: set[tuple] = set()
+
+
+def _warn_once(frames: tuple, message: str, *args: Any) -> None:
+    """Log a warning about a stack of frames once per process (a series checked by ``info``
+    and loaded again, or re-checked after skipping files, is described once)."""
+    key = (frames, message)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning(message, *args)
+
+
 def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
                    allow_missing: bool = False, where: str = "series") -> StackGeometry:
     """Sort frames along the slice normal and check that they form one regular stack.
@@ -550,10 +582,11 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
             jitter = max(JITTER_TOLERANCE, spacing_tolerance)
             if fitted is not None and fitted[1] <= jitter * fitted[0]:
                 nominal, worst = fitted
-                log.warning("%s: slice positions deviate from a uniform %.4g mm grid by up to "
-                            "%.3g mm (%.2g %% of the spacing; gaps %.4g-%.4g mm), as rounded "
-                            "ImagePositionPatient values do; using the fitted spacing", where,
-                            nominal, worst, 100 * worst / nominal, gaps.min(), gaps.max())
+                _warn_once(tuple(f.label for f in keep),
+                           "%s: slice positions deviate from a uniform %.4g mm grid by up to "
+                           "%.3g mm (%.2g %% of the spacing; gaps %.4g-%.4g mm), as rounded "
+                           "ImagePositionPatient values do; using the fitted spacing", where,
+                           nominal, worst, 100 * worst / nominal, gaps.min(), gaps.max())
                 ratio = gaps / nominal
                 mult = np.maximum(np.rint(ratio), 1)
                 missing = [(i, int(m) - 1) for i, m in enumerate(mult) if m >= 2]
@@ -587,6 +620,9 @@ def check_geometry(frames: Sequence[Frame], spacing_tolerance: float = 0.01,
             raise DataError(f"{where}: slices do not lie on one straight stack (in-plane offset "
                             f"{resid:.3g} mm off the line at {keep[worst].label})")
         shift = coef[1]
+        if float(np.linalg.norm(shift)) * max(n - 1, 1) <= ROUNDING_MM:
+            # a shear smaller than position rounding over the whole stack is no gantry tilt
+            shift = np.zeros_like(shift)
         step_normal = float(np.polyfit(grid, d, 1)[0])  # least squares: robust to jitter
         step = normal * step_normal + shift
         tilt = float(np.degrees(np.arctan2(np.linalg.norm(shift), step_normal)))

@@ -178,6 +178,9 @@ def load_measurement(path: str | os.PathLike) -> Measurement:
                 raise DataError(f"{path}: the 'geometry' and 'attrs' attributes must be JSON "
                                 f"objects")
             ds = _dataset(f, "data", path)
+            if task == "cs-mri" and not np.issubdtype(ds.dtype, np.complexfloating):
+                raise DataError(f"{path}: 'data' is {ds.dtype}, but CS-MRI k-space must be complex "
+                                f"(complex64 [Z, C, ky, kx]); real-valued k-space has lost its phase")
             group = f.get("arrays", {})
             if not isinstance(group, (h5py.Group, dict)):
                 raise DataError(f"{path}: 'arrays' must be an HDF5 group")

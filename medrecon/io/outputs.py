@@ -365,6 +365,7 @@ class OutputPlan:
                     raise UserError(f"{o.label} contains the input {i.what} {i.path}; choose "
                                     f"a separate folder")
         to_create: list[Path] = []
+        self._creator: dict[Path, str] = {}
         for o in self.outputs:
             parent = o.real.parent
             missing: list[Path] = []
@@ -375,7 +376,10 @@ class OutputPlan:
                 raise UserError(f"{o.label}: cannot create it, {parent} is a file, not a folder")
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise UserError(f"{o.label}: the folder {parent} is not writable")
-            to_create += [m for m in reversed(missing) if m not in to_create]
+            for m in reversed(missing):
+                if m not in to_create:
+                    to_create.append(m)
+                    self._creator[m] = o.label
         return to_create
 
     def _check_existing(self) -> None:
@@ -423,8 +427,14 @@ class OutputPlan:
         locked: list[Output] = []
         staging = Staging(self)
         try:
+            from medrecon.library_messages import release
+            release()          # the inputs were read and checked: held-back library warnings are news now
             for folder in to_create:
-                os.mkdir(folder, 0o777)
+                try:
+                    os.mkdir(folder, 0o777)
+                except OSError as exc:
+                    raise UserError(f"{self._creator.get(folder, 'output')}: cannot create the folder "
+                                    f"{folder} ({exc.strerror or exc})") from None
                 created.append(folder)
             for o in sorted(self.outputs, key=lambda o: str(o.real)):
                 acquire_lock(o.real, o.what, lock_timeout)

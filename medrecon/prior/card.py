@@ -147,6 +147,20 @@ def pixel_spacing_range(card: dict) -> Optional[tuple[float, float]]:
     return lo, hi
 
 
+SPACING_TOLERANCE = 0.02
+"""Relative slack at both ends of a card's pixel-spacing range (rounding of recorded spacings)."""
+
+
+def spacing_fits(card: dict, spacing: Optional[float]) -> bool:
+    """Whether ``spacing`` (mm) lies in the card's pixel-spacing range, widened by
+    :data:`SPACING_TOLERANCE` at both ends (True when either is unknown)."""
+    bounds = pixel_spacing_range(card)
+    if bounds is None or spacing is None:
+        return True
+    lo, hi = bounds
+    return lo * (1 - SPACING_TOLERANCE) <= spacing <= hi * (1 + SPACING_TOLERANCE)
+
+
 def any_image_size(card: dict) -> bool:
     """True when the prior's network is fully convolutional (medrecon's ``edm-unet``): it applies
     to slices of any size divisible by its down-sampling factor. The published NCSN++ / ADM

@@ -121,7 +121,12 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
         model.load_state_dict(state)
     elif family in ("ncsnpp", "adm"):
         from medrecon.published import build_denoiser
-        model = build_denoiser(card, state, device=device)
+        try:
+            model = build_denoiser(card, state, device=device)
+        except DataError as exc:   # name the prior's card: the published code speaks of "model card"
+            text = str(exc)
+            raise DataError(text if str(directory) in text else
+                            f"{directory / CARD}: {text.removeprefix('model card: ')}") from None
     else:
         raise DataError(f"{directory / CARD}: unknown architecture family {family!r}")
     model.card = card
