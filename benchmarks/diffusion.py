@@ -400,6 +400,7 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
             f"physics/network {out['info']['time_physics'] / max(out['info']['time_network'], 1e-9):.2f}")
     snr = kspace_snr_db(volume, opts, args.seed) if case.task == "cs-mri" else None
     return rows, {"data": note, "shape": list(volume.shape), "kspace_snr_db": snr,
+                  "pixel_mm": float(volume.spacing[2]),
                   "prior": case.prior, "prior_ema_sha256": None if args.prior_factory else _prior_hash(case.prior),
                   "priors": {p: None if args.prior_factory else _prior_hash(p) for p in (args.priors or [case.prior])},
                   "measurement": {k: v for k, v in m.attrs.items() if k != "volume"}}

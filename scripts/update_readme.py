@@ -11,6 +11,8 @@ Sources (all produced by commands in this repository, which the tables name):
 - ``noise_weight``: benchmarks/results/noise_weight/noise_weight.md (``python benchmarks/noise_weight.py``)
 - ``diffusion-summary``: one line per held-out case from benchmarks/results/diffusion-*/diffusion.json
   (:func:`diffusion_summary`)
+- ``any-size-summary``: the resolution benchmarks (128, 256, 512 pixels) from
+  benchmarks/results/any-size-*/diffusion.json (:func:`any_size_summary`)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -134,6 +136,61 @@ def diffusion_summary(runs: Optional[list[dict]] = None) -> str:
     return "\n".join(lines)
 
 
+# issue 19's targets at the study's resolution: DDS (50 steps) minus the best ADMM-TV of the grid, dB
+ANY_SIZE_TARGETS = {(256, "lung2-sv8"): 2.5, (256, "chest-ct-sv8"): 2.5, (256, "lung2-sv16"): 2.0,
+                    (256, "chest-ct-sv16"): 2.0, (128, "pelvis-sv8"): 1.5, (256, "pelvis-sv8"): 1.5,
+                    (512, "lung2-sv32"): 0.0}
+
+
+def any_size_summary(runs: Optional[list[dict]] = None) -> str:
+    """One line per (matrix size, case, prior) of the resolution benchmarks
+    (benchmarks/results/any-size-*/diffusion.json): DDS against the best ADMM-TV, SIRT and FBP of
+    every run of the same simulated data (same size, case and FBP PSNR), per plane, with time and
+    peak memory, the target and the verdict."""
+    results = REPO / "benchmarks" / "results"
+    if runs is None:
+        runs = [json.loads(p.read_text()) for p in sorted(results.glob("any-size-*/diffusion.json"))
+                + sorted(results.glob("diffusion-*/diffusion.json"))]
+    runs = sorted(runs, key=lambda r: r["date"])
+    lines = ["| size | case | pixel (mm) | prior | FBP | SIRT | best ADMM-TV | DDS 50 | DDS - TV | target | | "
+             "coronal / sagittal: DDS vs TV | DDS time (s) | DDS peak memory (MB) | runs |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|"]
+    for run in runs:
+        size = run["shape"][1]
+        for top in [r for r in run["rows"] if r["method"] == "dds" and "error" not in r
+                    and ", prior " in r["row"]]:
+            key = top["case"]
+            fbp = next(r for r in run["rows"] if r["case"] == key and r["method"] == "fbp")
+            same = [(r, other) for other in runs if other["shape"] == run["shape"] for r in other["rows"]
+                    if r["case"] == key and "error" not in r and any(
+                        f["case"] == key and f["method"] == "fbp" and abs(f["psnr"] - fbp["psnr"]) < 5e-3
+                        for f in other["rows"])]
+            tv = [(r, o) for r, o in same if r["method"] == "tv"]
+            sirt = [r for r, _ in same if r["method"] == "sirt"]
+            if not tv or not sirt:
+                continue
+            best, best_run = max(tv, key=lambda b: b[0]["psnr"])
+            gain = top["psnr"] - best["psnr"]
+            target = ANY_SIZE_TARGETS.get((size, key))
+            verdict = "" if target is None else ("met" if gain >= target else f"not met ({gain - target:+.2f})")
+            today = [r for r, _ in same if r["method"] == "dds" and r["row"] == "DDS (50 steps)"]
+            if target is None and today:   # the 128 cases of the held-out benchmark: no regression
+                change = top["psnr"] - today[-1]["psnr"]
+                verdict = f"{change:+.2f} vs today's DDS ({'met' if change >= -0.3 else 'not met'}: >= -0.3)"
+            prior = top["settings"].get("prior") or top["row"].split("prior ")[-1].split(",")[0]
+            spacing = (run["cases"].get(key) or {}).get("pixel_mm")
+            planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best['planes'][p]['psnr']:.2f}"
+                                for p in ("coronal", "sagittal"))
+            lines.append(f"| {size} | {top['label']} ({run['shape'][0]} slices) | "
+                         f"{'' if spacing is None else f'{spacing:.2f}'} | {prior} | {fbp['psnr']:.2f} | "
+                         f"{max(r['psnr'] for r in sirt):.2f} | {best['psnr']:.2f} "
+                         f"(lam_rel {best['settings'].get('lam_rel', 0):g}) | {top['psnr']:.2f} | {gain:+.2f} | "
+                         f"{'' if target is None else f'+{target:g}'} | {verdict} | {planes} | "
+                         f"{top['seconds']:.0f} | {top['peak_mb']:.0f} | DDS: git {run['git']}, "
+                         f"{run['date'][:10]}; TV: git {best_run['git']} |")
+    return "\n".join(lines)
+
+
 _COMMAND = re.compile(r"(^|`)(python|medrecon) ", re.M)
 
 
@@ -166,7 +223,8 @@ def main() -> int:
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
                "demo": benchmark_table, "noise_weight": benchmark_table,
                "priors": lambda _: priors_table(),
-               "diffusion-summary": lambda _: diffusion_summary()}
+               "diffusion-summary": lambda _: diffusion_summary(),
+               "any-size-summary": lambda _: any_size_summary()}
     cache: dict[str, str] = {}
     cached = {name: (lambda n, make=make: cache.setdefault(n, make(n))) for name, make in sources.items()}
     for path in targets():
