@@ -23,7 +23,7 @@ def _simulate(tmp: Path, task: str, volume: str, out: str, *extra: str) -> Path:
 
 
 @pytest.mark.parametrize("task,volume,prior", [
-    ("sparse-view-ct", "lung2_slab.nii.gz", "chest-ct"),    # HU, 2.51 mm pixels
+    ("sparse-view-ct", "lung2_slab.nii.gz", "body-ct"),     # HU, 2.51 mm pixels
     ("cs-mri", "brain2_slab.nii.gz", "brain-mri"),          # MR, 1.56 mm pixels
 ])
 def test_dds_without_prior_takes_the_prior_of_the_data_and_names_it(task, volume, prior, tmp_path, caplog) -> None:
@@ -42,18 +42,22 @@ def test_dds_without_prior_takes_the_prior_of_the_data_and_names_it(task, volume
 def test_default_prior_refuses_when_no_shipped_prior_covers_the_pixels() -> None:
     from medrecon.errors import UserError
     from medrecon.prior.catalog import default_prior
-    assert default_prior("CT", "HU", 3.37).name == "chest-ct"
+    assert default_prior("CT", "HU", 3.37).name == "body-ct"
+    assert default_prior("CT", "HU", 0.842).name == "body-ct"      # a clinical CT's own pixels
+    assert default_prior("CT", "HU", 3.37, shipped=["chest-ct"]).name == "chest-ct"
     assert default_prior("MR", "a.u.", 2.0).name == "brain-mri"
     assert default_prior("CT", "a.u.", 1.0).name == "phantom"      # medrecon's working window
+    with pytest.raises(UserError, match=r"no shipped prior fits CT data at 0.3 mm.*body-ct \(CT, 0.5-4.08"):
+        default_prior("CT", "HU", 0.3)
     with pytest.raises(UserError, match=r"no shipped prior fits CT data at 0.842 mm.*chest-ct \(CT, 1.901-4.04"):
-        default_prior("CT", "HU", 0.842)
+        default_prior("CT", "HU", 0.842, shipped=["chest-ct", "phantom"])
     with pytest.raises(UserError, match="no shipped prior fits MR data at 5 mm"):
         default_prior("MR", "a.u.", 5.0)
 
 
 def test_default_priors_skip_names_that_are_not_shipped(monkeypatch) -> None:
     from medrecon.prior import catalog
-    monkeypatch.setitem(catalog.DEFAULT_PRIORS, "CT", ("body-ct", "chest-ct"))
+    monkeypatch.setitem(catalog.DEFAULT_PRIORS, "CT", ("not-shipped-ct", "chest-ct"))
     assert catalog.default_prior("CT", "HU", 2.5).name == "chest-ct"
 
 
@@ -162,16 +166,20 @@ def test_prior_list_and_show(capsys) -> None:
 
 def test_info_names_the_prior_that_fits(tmp_path, capsys) -> None:
     assert main(["info", str(DATA / "lung2_slab.nii.gz")]) == 0
-    assert "priors: chest-ct is the default" in capsys.readouterr().out
+    assert "priors: body-ct is the default" in capsys.readouterr().out
     from dicom_factory import phantom_hu, write_series
     write_series(tmp_path / "s", phantom_hu((3, 512, 512)), spacing=(5.0, 0.842, 0.842))
     assert main(["info", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "none fits at 0.842 mm pixels; chest-ct fits after resampling to 192 x 192" in out
+    assert "priors: body-ct is the default" in out                    # 0.842 mm: in body-ct's range
+    write_series(tmp_path / "fine", phantom_hu((3, 512, 512)), spacing=(5.0, 0.3, 0.3))
+    assert main(["info", str(tmp_path / "fine")]) == 0
+    out = capsys.readouterr().out   # 0.3 mm: below every range; 512 -> 256 gives 0.6 mm (body-ct)
+    assert "none fits at 0.3 mm pixels; body-ct fits after resampling to 256 x 256" in out
     meas = _simulate(tmp_path, "sparse-view-ct", "lung2_slab.nii.gz", "m.h5")
     assert main(["info", str(meas)]) == 0
     out = capsys.readouterr().out
-    assert "priors: chest-ct" in out and "wedge" not in out and "acceleration" not in out
+    assert "priors: body-ct" in out and "wedge" not in out and "acceleration" not in out
 
 
 def test_progress_bars_name_method_and_stage() -> None:

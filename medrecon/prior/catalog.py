@@ -25,7 +25,7 @@ from medrecon.units import data_modality, prior_modality
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRIORS: dict[str, tuple[str, ...]] = {"CT": ("chest-ct",), "MR": ("brain-mri",)}
+DEFAULT_PRIORS: dict[str, tuple[str, ...]] = {"CT": ("body-ct", "chest-ct"), "MR": ("brain-mri",)}
 """Preference order of the shipped priors per data modality (first that fits wins)."""
 
 AU_CT_PRIOR = "phantom"
