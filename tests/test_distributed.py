@@ -191,3 +191,33 @@ def test_split_measurement_of_a_sinogram() -> None:
     np.testing.assert_array_equal(np.concatenate([p.data for p in parts]), sino)
     assert [p.data.shape[0] for p in parts] == [3, 2, 2]
     assert all(p.arrays.keys() == {"mask"} and p.arrays["mask"].shape == (5, 6) for p in parts)
+
+
+def test_the_driver_refuses_more_processes_than_slices(monkeypatch) -> None:
+    """Checked on rank 0 before any rank is sent a job: N processes need at least N slices."""
+    from medrecon.distributed import runner
+    from medrecon.distributed.launch import ProcessGroup
+
+    group = ProcessGroup(rank=0, world=3, local_rank=0, device=torch.device("cpu"), backend="gloo")
+    m = Measurement(task="sparse-view-ct", data=_numbered((2, 5, 6)), geometry={})
+    driver = runner.SlabDriver(group)
+    with pytest.raises(UserError, match="2 slices cannot be shared out over 3 processes; start at most 2"):
+        driver.run_method(m, "fbp")
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        driver.run_method(m, "nope")
+    with pytest.raises(UserError, match="does not apply to task 'sparse-view-ct'"):
+        driver.run_method(m, "sense")
+
+    class Sent(Exception):
+        pass
+
+    def broadcast(self, job):
+        raise Sent(job)
+
+    monkeypatch.setattr(runner.Slab, "broadcast_object", broadcast)
+    three = Measurement(task="sparse-view-ct", data=_numbered((3, 5, 6)), geometry={})
+    with pytest.raises(Sent) as sent:                       # 3 slices over 3: the job goes out
+        driver.run_method(three, "fbp")
+    assert sent.value.args[0]["n"] == 3 and sent.value.args[0]["method"] == "fbp"
+    with pytest.raises(ValueError, match="rank 0"):
+        runner.SlabDriver(ProcessGroup(1, 3, 1, torch.device("cpu"), "gloo"))

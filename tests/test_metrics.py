@@ -166,8 +166,9 @@ def test_working_unit_scores_of_the_benchmarks_equal_the_convention() -> None:
 # Which axis is which plane, and the body mask in every unit (hand-computed expectations)
 # ---------------------------------------------------------------------------------------------
 def _row_error_case():
-    """[Z, Y, X] = [5, 6, 8]: the whole row y = 2 is wrong by 0.5 in every axial slice."""
-    ref = np.random.default_rng(4).random((5, 6, 8))
+    """[Z, Y, X] = [9, 10, 12] (every plane's slices fit SSIM's 7-voxel window): the whole row
+    y = 2 is wrong by 0.5 in every axial slice."""
+    ref = np.random.default_rng(4).random((9, 10, 12))
     x = ref.copy()
     x[:, 2, :] += 0.5
     return x, ref
@@ -175,35 +176,37 @@ def _row_error_case():
 
 def test_coronal_is_axis_1_and_sagittal_axis_2() -> None:
     x, ref = _row_error_case()
-    # coronal slices vol[:, y]: slice y = 2 is wrong everywhere (MSE 0.25), the other 5 are exact
+    # coronal slices vol[:, y]: slice y = 2 is wrong everywhere (MSE 0.25), the other 9 are exact
     coronal = plane_metrics(x, ref, 1.0, "coronal")
     assert coronal["psnr"] == pytest.approx(10 * math.log10(1 / 0.25), abs=1e-9)
-    # sagittal slices vol[:, :, x]: 8 slices of 5 x 6, each with one wrong row of 6 (MSE 0.25 / 6)
+    # sagittal slices vol[:, :, x]: 12 slices of 9 x 10, each with one wrong row of 10 (MSE 0.25 / 10)
     sagittal = plane_metrics(x, ref, 1.0, "sagittal")
-    assert sagittal["psnr"] == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
-    # axial slices vol[z]: 5 slices of 6 x 8, each with one wrong row of 8 (MSE 0.25 / 6)
+    assert sagittal["psnr"] == pytest.approx(10 * math.log10(10 / 0.25), abs=1e-9)
+    # axial slices vol[z]: 9 slices of 10 x 12, each with one wrong row of 12 (MSE 0.25 / 10)
     axial = plane_metrics(x, ref, 1.0, "axial")
-    assert axial["psnr"] == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
-    # SSIM per plane: the mean over that plane's slices of scikit-image's 2D SSIM
+    assert axial["psnr"] == pytest.approx(10 * math.log10(10 / 0.25), abs=1e-9)
+    # SSIM per plane: the mean over that plane's slices of scikit-image's 2D SSIM, window 7
     from skimage.metrics import structural_similarity as sk
 
     def mean_ssim(slices_x, slices_ref):
-        return np.mean([sk(a, b, data_range=1.0, win_size=min(7, *[n if n % 2 else n - 1 for n in a.shape]))
-                        for a, b in zip(slices_x, slices_ref)])
+        return np.mean([sk(a, b, data_range=1.0, win_size=7) for a, b in zip(slices_x, slices_ref)])
 
     assert coronal["ssim"] == pytest.approx(mean_ssim(x.transpose(1, 0, 2), ref.transpose(1, 0, 2)), abs=1e-12)
     assert sagittal["ssim"] == pytest.approx(mean_ssim(x.transpose(2, 0, 1), ref.transpose(2, 0, 1)), abs=1e-12)
     assert axial["ssim"] == pytest.approx(mean_ssim(x, ref), abs=1e-12)
-    # and the whole volume: MSE 0.25 / 6
-    assert psnr(x, ref, 1.0) == pytest.approx(10 * math.log10(6 / 0.25), abs=1e-9)
+    # and the whole volume: MSE 0.25 / 10, SSIM with a 7 x 7 x 7 window
+    assert psnr(x, ref, 1.0) == pytest.approx(10 * math.log10(10 / 0.25), abs=1e-9)
+    assert ssim(x, ref, 1.0) == pytest.approx(sk(x, ref, data_range=1.0, win_size=7), abs=1e-12)
+    # identical volumes: every plane exact
+    assert all(plane_metrics(ref, ref, 1.0, p)["psnr"] == math.inf for p in ("axial", "coronal", "sagittal"))
 
 
 def test_a_column_error_is_one_bad_sagittal_slice() -> None:
-    x, ref = _row_error_case()
+    _, ref = _row_error_case()
     x = ref.copy()
     x[:, :, 5] -= 0.2                   # column x = 5 wrong in every axial slice
     assert plane_metrics(x, ref, 1.0, "sagittal")["psnr"] == pytest.approx(10 * math.log10(1 / 0.04), abs=1e-9)
-    assert plane_metrics(x, ref, 1.0, "coronal")["psnr"] == pytest.approx(10 * math.log10(8 / 0.04), abs=1e-9)
+    assert plane_metrics(x, ref, 1.0, "coronal")["psnr"] == pytest.approx(10 * math.log10(12 / 0.04), abs=1e-9)
 
 
 def test_plane_masks_follow_their_plane() -> None:
@@ -228,6 +231,12 @@ def test_plane_masks_follow_their_plane() -> None:
     thin[2, 0, 0] = True                # axial slice 2: 1 of 48 voxels
     assert 1 / 48 >= MIN_MASK_FRACTION
     assert plane_metrics(x, ref, 1.0, "axial", thin)["psnr"] == pytest.approx(10 * math.log10(1 / 0.09), abs=1e-9)
+    # exactly MIN_MASK_FRACTION (1 voxel of 100) still counts
+    edge = np.zeros((4, 10, 10), bool)
+    edge[1, 3, 3] = True
+    wide = np.random.default_rng(6).random((4, 10, 10))
+    assert 1 / 100 == MIN_MASK_FRACTION
+    assert plane_metrics(wide + 0.1, wide, 1.0, "axial", edge)["psnr"] == pytest.approx(20.0, abs=1e-9)
     none = plane_metrics(x, ref, 1.0, "coronal", np.zeros(ref.shape, bool))
     assert math.isnan(none["psnr"]) and math.isnan(none["ssim"])
 
@@ -284,3 +293,19 @@ def test_body_mask_of_magnitude_images_is_ten_percent_of_the_range() -> None:
     np.testing.assert_array_equal(body_mask(ref, conv), disc)
     ref, disc = _disc_in_a_ring(5.1, 5.0, 0.0)      # exactly at the threshold: outside
     np.testing.assert_array_equal(body_mask(ref, conv), disc)
+
+
+def test_hu_windows_of_cards_and_measurements_in_other_units() -> None:
+    from medrecon.metrics import prior_hu_window
+
+    mu_card = {"name": "mu", "intensity": {"convention": "window01", "window": [0.0, 2 * MU_W], "units": "1/mm"}}
+    assert prior_hu_window(mu_card) == pytest.approx((-1000.0, 1000.0))
+    conv = ct_convention("1/mm", mu_card)
+    assert conv.window == pytest.approx((0.0, 2 * MU_W)) and conv.window_hu == pytest.approx((-1000.0, 1000.0))
+    assert ct_convention("1/mm", window_hu=(-500.0, 500.0)).window == pytest.approx((0.5 * MU_W, 1.5 * MU_W))
+    assert ct_convention("a.u.", window_hu=(-500.0, 500.0)).window == pytest.approx((0.25, 0.75))
+    assert prior_hu_window({"intensity": {"convention": "normalised", "window": [0, 1], "units": "HU"}}) is None
+    m = type("M", (), {"task": "limited-angle-ct",
+                       "attrs": {"volume": {"units": "window01", "window": [-500.0, 500.0]}}})()
+    conv = measurement_convention(m, np.zeros((2, 4, 4)))
+    assert conv.window == pytest.approx((-0.5, 1.5)) and conv.data_range == pytest.approx(2.0)

@@ -124,3 +124,10 @@ def test_only_3d_numeric_volumes_load(tmp_path) -> None:
     _write(tmp_path / "nan.nrrd", "LPS", data, np.eye(3), np.zeros(3))
     with pytest.raises(DataError, match="nan.nrrd"):
         load_volume(tmp_path / "nan.nrrd")
+
+
+def test_a_2d_nrrd_is_refused(tmp_path) -> None:
+    nrrd.write(str(tmp_path / "2d.nrrd"), np.zeros((3, 4), np.float32),
+               {"space": "LPS", "space directions": np.eye(2, 3), "space origin": np.zeros(3)})
+    with pytest.raises(DataError, match="expected a 3D scalar NRRD volume, got 2 dimensions"):
+        load_volume(tmp_path / "2d.nrrd")

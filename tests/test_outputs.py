@@ -287,3 +287,31 @@ def test_a_successful_commit_replaces_a_folder_whole(tmp_path) -> None:
         staged.path(d).mkdir()
         (staged.path(d) / "new.dcm").write_text("new")
     assert _tree(out) == {"new.dcm": "new"} and sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_existing_outputs_need_overwrite_and_the_same_kind(tmp_path) -> None:
+    (tmp_path / "f.txt").write_text("old")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.dcm").write_text("old")
+    (tmp_path / "e").mkdir()
+    cases = [
+        (False, lambda p: p.add_file(tmp_path / "f.txt"), "already exists; pass --overwrite"),
+        (True, lambda p: p.add_file(tmp_path / "d"), "is a folder; expected a file name"),
+        (True, lambda p: p.add_dir(tmp_path / "f.txt"), "exists and is not a folder"),
+        (False, lambda p: p.add_dir(tmp_path / "d"), "is not empty; pass --overwrite"),
+        (True, lambda p: p.add_dir(tmp_path / "d", accept=lambda f: "not a DICOM file"),
+         "holds .*x.dcm, not a DICOM file; --overwrite only replaces"),
+        (True, lambda p: p.add_workdir(tmp_path / "f.txt"), "exists and is not a folder"),
+    ]
+    for overwrite, add, words in cases:
+        plan = OutputPlan(overwrite=overwrite)
+        add(plan)
+        with pytest.raises(UserError, match=words):
+            plan.check()
+    for overwrite, add in [(False, lambda p: p.add_dir(tmp_path / "e")),          # empty: fine
+                           (True, lambda p: p.add_dir(tmp_path / "d", accept=lambda f: None)),
+                           (False, lambda p: p.add_workdir(tmp_path / "d")),     # written in place
+                           (True, lambda p: p.add_file(tmp_path / "f.txt"))]:
+        plan = OutputPlan(overwrite=overwrite)
+        add(plan)
+        plan.check()

@@ -383,3 +383,19 @@ def test_two_steps_are_clipped_adamw_on_the_edm_loss(slices, tmp_path) -> None:
         assert trainer.step == step + 1
         for a, b in zip(model.parameters(), trainer.model.parameters()):
             torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6, msg=f"step {step}")
+
+
+def test_every_step_rank_and_purpose_draws_its_own_numbers(slices, tmp_path) -> None:
+    """The seeded generators: a function of (seed, step, rank, purpose), each of which changes
+    the numbers (a resumed run at step s draws what the uninterrupted one drew at s)."""
+    t = Trainer(tiny_config(), slices, tmp_path / "g")
+
+    def draw(seed=0, step=0, rank=0, purpose=0) -> torch.Tensor:
+        t.config.seed, t.step, t.rank = seed, step, rank
+        return torch.randn(8, generator=t._generator(purpose))
+
+    base = draw()
+    assert torch.equal(base, draw())
+    for other in (draw(seed=1), draw(step=1), draw(rank=1), draw(purpose=1)):
+        assert not torch.equal(base, other)
+    assert not torch.equal(draw(step=1), draw(rank=1)) and not torch.equal(draw(step=2), draw(step=1))
