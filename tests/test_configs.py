@@ -22,7 +22,7 @@ def test_every_task_and_method_has_a_default_config() -> None:
     seen = set()
     for path in _method_configs():
         doc = load_config(path)
-        if "published" in path.name:
+        if "published" in path.name or "adapt" in path.name:   # not defaults, by design
             continue
         method, task = doc["method"], doc["task"]
         defaults = make_settings(method, task=task)

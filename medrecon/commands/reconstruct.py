@@ -254,7 +254,9 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
             table = format_table(results) + "\n" + f"metrics: {convention.describe()}" + \
                 (" ; inside the body mask" if mask is not None else "")
             extra = {"prior": effective["prior"]} if diffusion else {}
-            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **metrics}, prov)
+            fit = {"prior_fit": diffusion_info["prior_fit"]} if diffusion_info.get("prior_fit") else {}
+            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **metrics, **fit},
+                       prov)
             if args.figure or args.report:
                 figure_png = _comparison(m, args, card, {**compared, args.method: array}, reference,
                                          convention, mask, spacing=tuple(out.spacing), affine=out.affine)

@@ -131,6 +131,13 @@ class DdsConfig:
         start and re-noising noise correlated across slices, on spherical paths between
         independent anchors every P slices (:mod:`medrecon.samplers.slice_noise`, after ISCS).
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
+    adapt: adapt the prior to the measurement while sampling (:mod:`medrecon.samplers.adaptation`,
+        after DDIP3D): LoRA adapters of rank ``adapt_rank`` on the convolutions plus bias
+        offsets, shared by the whole volume; before the network call of every step whose sigma
+        is at least ``adapt_until_sigma``, ``adapt_steps`` AdamW steps (learning rate
+        ``adapt_lr``), each on ``adapt_slices`` seeded random slices, lower the relative data
+        residual of the Tweedie estimate (after ``adapt_cg`` differentiable CG iterations) plus
+        ``adapt_tv`` times its mean absolute finite difference (TV per pixel). Off by default.
     """
 
     steps: int = 50
@@ -150,6 +157,14 @@ class DdsConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     timesteps: int = 1000
+    adapt: bool = False
+    adapt_steps: int = 3
+    adapt_slices: int = 3
+    adapt_lr: float = 1e-3
+    adapt_rank: int = 4
+    adapt_until_sigma: float = 0.0
+    adapt_cg: int = 0
+    adapt_tv: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -169,6 +184,15 @@ class DdsConfig:
         _check_number("beta_start", self.beta_start, 0.0, lo_open=True)
         _check_number("beta_end", self.beta_end, self.beta_start, hi=0.999)
         _check_positive_int("timesteps", self.timesteps)
+        if not isinstance(self.adapt, bool):
+            raise UserError(f"adapt must be true or false, got {self.adapt!r}")
+        for name in ("adapt_steps", "adapt_slices", "adapt_rank"):
+            _check_positive_int(name, getattr(self, name))
+        _check_number("adapt_lr", self.adapt_lr, 0.0, lo_open=True)
+        _check_number("adapt_until_sigma", self.adapt_until_sigma, 0.0)
+        _check_number("adapt_tv", self.adapt_tv, 0.0)
+        if isinstance(self.adapt_cg, bool) or not isinstance(self.adapt_cg, int) or self.adapt_cg < 0:
+            raise UserError(f"adapt_cg must be a non-negative integer, got {self.adapt_cg!r}")
         return self
 
     def identity(self) -> dict:
@@ -176,6 +200,9 @@ class DdsConfig:
         d.pop("chunk")
         if d["slice_noise_period"] == 1:   # the published independent noise: identities as before
             d.pop("slice_noise_period")
+        if not d["adapt"]:                 # no adaptation: identities as before
+            for name in [k for k in d if k.startswith("adapt")]:
+                d.pop(name)
         return d
 
 

@@ -46,6 +46,7 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
+from medrecon.samplers.adaptation import Adaptation
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
                                       global_norm, prior_chunked, problem_identity, real_dtype,
@@ -193,6 +194,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     timer = Timer(device)
     y_norm = global_norm(y, slab)
     last: dict[str, torch.Tensor] = {}
+    adaptation = Adaptation(cfg, op, y, denoiser, seed, y_norm, cplx, slab) if cfg.adapt else None
+    net = adaptation.denoiser if adaptation is not None else denoiser
 
     def draw() -> torch.Tensor:
         return noise.normal(batch_shape, rdt, device, cfg.slice_noise_period, 2 if cplx else 1)
@@ -204,12 +207,15 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             x = draw() * math.sqrt(1.0 + sigmas[0] ** 2)
         else:
             x = torch.zeros(batch_shape, dtype=rdt, device=device)
-        return {"x": x, **dc.initial_state(x_start)}
+        return {"x": x, **dc.initial_state(x_start),
+                **(adaptation.initial_state() if adaptation is not None else {})}
 
     def step(i: int, t: Tensors) -> Tensors:
+        if adaptation is not None:
+            t = adaptation.step(t, max(sigmas[i], sig_floor))
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
-            x0r = prior_chunked(denoiser, xr, max(sigma, sig_floor), cfg.chunk)
+            x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk)
         eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
@@ -219,7 +225,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         if trace is not None:
             trace(i, {"sigma": sigma, "sigma_next": sig_next[i], "x": xr, "x0_hat": x0r,
                       "eps": eps, "x0_dc": x0, "noise": z, "x_next": x_next})
-        return {"x": x_next, **state}
+        return {"x": x_next, **state, **(adaptation.state() if adaptation is not None else {})}
 
     def residual(t: Tensors) -> float:
         x = last.get("x0", from_prior_batch(t["x"], cplx))
@@ -240,5 +246,6 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             "residual": data_residual(op, x, y, y_norm, slab),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
-            "time_total": time.perf_counter() - t_start, **run_info}
+            "time_total": time.perf_counter() - t_start, **run_info,
+            **(adaptation.info(n) if adaptation is not None else {})}
     return SampleResult(x=x, info=info)

@@ -32,6 +32,7 @@ from medrecon.samplers.config import SamplerConfig, config_for_task, with_overri
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
                                          prior_map_for_measurement)
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+from medrecon.samplers.prior_fit import prior_fit
 from medrecon.samplers.state import StateStore
 
 if TYPE_CHECKING:
@@ -102,19 +103,23 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
             common["x_init"] = solver(op, y_p)
         warm_seconds = time.perf_counter() - t0
     card = getattr(denoiser, "card", None)
+    fit = None
     if card is not None and measurement is not None:
         check_prior_fit(common.get("x_init"), op, y_p, card, slab)
+        if common.get("x_init") is not None:   # issue 24: does the prior fit? (prior_fit.py)
+            fit = prior_fit(denoiser, common["x_init"], card, slab)
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
                               {**result.info, "intensity_map": [imap.lo, imap.scale],
                                "noise_sigma_working": noise_working,
-                               "time_warm_start": warm_seconds})
+                               "time_warm_start": warm_seconds, "prior_fit": fit})
     post = sample_posterior(method, op, y_p, denoiser, samples, cfg, **common)
     return Reconstruction(imap.image_from_prior(post.mean), post.std * imap.scale,
                           {"method": method, "samples": samples, "seeds": post.seeds,
                            "time_warm_start": warm_seconds, "noise_sigma_working": noise_working,
-                           "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
+                           "intensity_map": [imap.lo, imap.scale], "runs": post.infos,
+                           "prior_fit": fit})
 
 
 # Where the data's image falls in the prior's units ([0, 1] is the prior's window): its 99th
