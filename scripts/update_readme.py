@@ -152,9 +152,9 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
         runs = [json.loads(p.read_text()) for p in sorted(results.glob("any-size-*/diffusion.json"))
                 + sorted(results.glob("diffusion-*/diffusion.json"))]
     runs = sorted(runs, key=lambda r: r["date"])
-    lines = ["| size | case | pixel (mm) | prior | FBP | SIRT | best ADMM-TV | DDS 50 | DDS - TV | target | | "
+    lines = ["| size | case | prior | FBP | SIRT | best ADMM-TV | DDS 50 | DDS - TV | target | | "
              "coronal / sagittal: DDS vs TV | DDS time (s) | DDS peak memory (MB) | runs |",
-             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|"]
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|"]
     for run in runs:
         size = run["shape"][1]
         for top in [r for r in run["rows"] if r["method"] == "dds" and "error" not in r
@@ -178,11 +178,9 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
                 change = top["psnr"] - today[-1]["psnr"]
                 verdict = f"{change:+.2f} vs today's DDS ({'met' if change >= -0.3 else 'not met'}: >= -0.3)"
             prior = top["settings"].get("prior") or top["row"].split("prior ")[-1].split(",")[0]
-            spacing = (run["cases"].get(key) or {}).get("pixel_mm")
             planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best['planes'][p]['psnr']:.2f}"
                                 for p in ("coronal", "sagittal"))
-            lines.append(f"| {size} | {top['label']} ({run['shape'][0]} slices) | "
-                         f"{'' if spacing is None else f'{spacing:.2f}'} | {prior} | {fbp['psnr']:.2f} | "
+            lines.append(f"| {size} | {top['label']} ({run['shape'][0]} slices) | {prior} | {fbp['psnr']:.2f} | "
                          f"{max(r['psnr'] for r in sirt):.2f} | {best['psnr']:.2f} "
                          f"(lam_rel {best['settings'].get('lam_rel', 0):g}) | {top['psnr']:.2f} | {gain:+.2f} | "
                          f"{'' if target is None else f'+{target:g}'} | {verdict} | {planes} | "
