@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import signal
 import threading
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
+from medrecon.distributed.reduce import volume_norm
 from medrecon.errors import Interrupted, UserError
 from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
@@ -475,11 +475,8 @@ def _run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[s
 
 
 def global_norm(t: torch.Tensor, slab: Optional["Slab"] = None) -> float:
-    """``||t||`` of the whole volume (all-reduced over a distributed ``slab``)."""
-    if slab is None or not slab.distributed:
-        return float(t.norm())
-    sq = (t.abs() ** 2).sum() if t.is_complex() else (t * t).sum()
-    return math.sqrt(float(slab.sum(sq)))
+    """``||t||`` of the whole volume (an ordered reduction over a distributed ``slab``)."""
+    return volume_norm(t, slab)
 
 
 @torch.no_grad()

@@ -98,9 +98,8 @@ class DataConsistency:
         if tv_z:
             diff = FiniteDifference(n_slices, op.in_shape[1:], (0,), boundary, op.in_dtype, op.device,
                                     slab)
-            reduce = slab.sum if slab is not None and slab.distributed else None
             self.admm: Optional[AdmmTV] = AdmmTV(op, y, diff, lam, rho, cg_iterations,
-                                                 reduce=reduce)
+                                                 slab=slab)
             self.aty = self.admm.aty
         else:
             self.admm = None

@@ -37,6 +37,7 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
+from medrecon.distributed.reduce import slice_norm_sq
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
                                       global_norm, prior_chunked, problem_identity, real_dtype,
@@ -63,8 +64,9 @@ def langevin_step_sizes(score: torch.Tensor, z: torch.Tensor, snr: float, chunk:
     """``2 (snr ||z|| / ||score||)^2`` per image ``[B, 1, 1]``; with ``chunk`` the norms are
     averaged over consecutive groups of ``chunk`` images (the published behaviour), counted over
     the whole volume's batch when ``score`` is one rank's slab."""
-    g = score.flatten(1).norm(dim=1)
-    nz = z.flatten(1).norm(dim=1)
+    # per-image norms computed alike whatever the batch (a one-slice slab included)
+    g = slice_norm_sq(score).sqrt().to(score.dtype)
+    nz = slice_norm_sq(z).sqrt().to(z.dtype)
     if chunk is not None and slab is not None and slab.distributed:
         both = slab.all_gather(torch.stack([g, nz], dim=1))
         eps = langevin_step_sizes(both[:, :1], both[:, 1:], snr, chunk)
@@ -115,8 +117,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     rdt = real_dtype(op.in_dtype)
     batch_shape = ((2 * n) if cplx else n, *(int(s) for s in op.in_shape[1:]))
     diff = FiniteDifference(n, op.in_shape[1:], (0,), cfg.boundary, op.in_dtype, device, slab)
-    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations,
-                  reduce=slab.sum if slab is not None and slab.distributed else None)
+    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations, slab=slab)
     norm_chunk = cfg.chunk if cfg.corrector_norm == "chunk" else None
     noise = NoiseSource(seed, slab)
     timer = Timer(device)

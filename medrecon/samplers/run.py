@@ -138,14 +138,8 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
     from medrecon.errors import DataError
     from medrecon.solvers.classical import cgls
 
-    x = x_prior if x_prior is not None else cgls(op, y_prior, 10)
-    v = (x.abs() if x.is_complex() else x).flatten().to(torch.float64).cpu()
-    if v.numel() > 4_000_000:
-        v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
-    if slab is not None and slab.distributed:  # every rank judges the whole volume, so all agree
-        if v.numel() > 500_000:
-            v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:500_000]]
-        v = torch.cat(slab.all_gather_object(v))
+    x = x_prior if x_prior is not None else cgls(op, y_prior, 10, slab=slab)
+    v = fit_sample(x, slab)
     p1, p99 = (float(q) for q in torch.quantile(v, torch.tensor([0.01, 0.99], dtype=torch.float64)))
     intensity = card.get("intensity", {}) if isinstance(card, dict) else {}
     window = f"window {intensity.get('window')} {intensity.get('units', '')}".rstrip()
@@ -160,6 +154,24 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
                     "prior's units (the prior knows [0, 1]); expect a degraded result", where,
                     p1, p99)
     return p1, p99
+
+
+FIT_SAMPLE = 4_000_000
+"""At most this many voxels of the whole volume enter the prior-fit percentiles."""
+
+
+def fit_sample(x: torch.Tensor, slab: Optional["Slab"] = None) -> torch.Tensor:
+    """The voxels of the whole volume that the prior-fit check judges (float64, on the CPU):
+    every ``s``-th voxel of every slice, ``s`` set by the whole volume's size so at most
+    :data:`FIT_SAMPLE` are taken; gathered in slice order over a distributed ``slab``, so every
+    rank and a single process judge the same values."""
+    n = slab.n if slab is not None and slab.distributed else x.shape[0]
+    per_slice = x[0].numel()
+    stride = max(1, -(-n * per_slice // FIT_SAMPLE))
+    v = (x.abs() if x.is_complex() else x).reshape(x.shape[0], -1)[:, ::stride].to(torch.float64)
+    if slab is not None and slab.distributed:
+        v = slab.all_gather(v.contiguous())
+    return v.flatten().cpu()
 
 
 def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,
