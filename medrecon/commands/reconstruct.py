@@ -55,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def network_precision_record(info: dict) -> dict:
+    """``{"precision": ...}``: what the prior network computed in (setting, float32 or
+    bfloat16, why), from the sampler's info (the first sample's for posterior runs)."""
+    runs = info.get("runs") or [info]
+    record = runs[0].get("precision") if isinstance(runs[0], dict) else None
+    return {"precision": record} if record else {}
+
+
 def to_volume_units_scale(m) -> float:
     """Factor from working units to the output volume's units for a standard deviation."""
     from medrecon.tasks import CT_TASKS
@@ -241,7 +249,9 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
             results = {args.method: metrics}
             table = format_table(results) + "\n" + f"metrics: {convention.describe()}" + \
                 (" ; inside the body mask" if mask is not None else "")
-            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **metrics}, prov)
+            ran = network_precision_record(LAST_INFO) if diffusion else {}
+            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **ran, **metrics},
+                       prov)
             if args.figure or args.report:
                 figure_png = _comparison(m, args, settings, card, device, array, reference, convention,
                                          mask, spacing=tuple(out.spacing), affine=out.affine,

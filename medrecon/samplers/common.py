@@ -25,6 +25,7 @@ import re
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -35,6 +36,7 @@ from medrecon.errors import Interrupted, UserError
 from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
+from medrecon.prior.precision import Precision, network_autocast, resolve_precision
 from medrecon.progress import tqdm
 from medrecon.samplers.state import StateStore, Tensors
 
@@ -116,9 +118,10 @@ def _net_dtype(denoiser: Denoiser, fallback: torch.dtype) -> torch.dtype:
 
 @torch.no_grad()
 def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
-                  kind: str = "denoise") -> torch.Tensor:
+                  kind: str = "denoise", precision: Optional[Precision] = None) -> torch.Tensor:
     """``D(x, sigma)`` (``kind="denoise"``) or the VE score (``kind="score"``) of a prior batch
-    ``[B, Y, X]``, ``chunk`` images per network call; output in ``x``'s dtype and device."""
+    ``[B, Y, X]``, ``chunk`` images per network call, under ``precision``'s autocast (None:
+    float32); output in ``x``'s dtype and device."""
     if chunk < 1:
         raise UserError(f"chunk must be a positive number of slices, got {chunk}")
     fn = denoiser.denoise if kind == "denoise" else denoiser.score
@@ -127,8 +130,19 @@ def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
     for start in range(0, x.shape[0], chunk):
         part = x[start:start + chunk].unsqueeze(1).to(dtype)
         s = torch.full((part.shape[0],), float(sigma), dtype=dtype, device=x.device)
-        out[start:start + chunk] = fn(part, s)[:, 0].to(x.dtype)
+        with network_autocast(precision, x.device) if precision is not None else nullcontext():
+            value = fn(part, s)
+        out[start:start + chunk] = value[:, 0].to(x.dtype)
     return out
+
+
+def network_precision(setting: str, denoiser: Denoiser, device: torch.device) -> Precision:
+    """The precision ``setting`` resolves to on ``device``; a published network's own CUDA
+    autocast is switched off when it resolves to float32."""
+    precision = resolve_precision(setting, device)
+    if getattr(denoiser, "precision", None) in ("auto", "fp32"):
+        denoiser.precision = "fp32" if precision.dtype is None else "auto"
+    return precision
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +385,28 @@ def problem_identity(op: LinearOperator, y: torch.Tensor,
               "op_weighted": float((w * ap).norm() / probe.norm()),
               "adjoint_y": float(op.adjoint(y).norm())}
     return {"prior_weights": weights_fingerprint(denoiser)}, probes
+
+
+def sampler_identity(config: Any, seed: int, op_norm_sq: float, shape: list[int],
+                     op: LinearOperator, denoiser: Denoiser) -> dict:
+    """Everything besides the data that determines a sampler's result (saved with its state
+    and compared on resume): settings, seed, ``||A||^2``, the volume's data shape, dtype, the
+    prior's sigma range and the network's resolved precision."""
+    return {"config": config.identity(), "seed": seed, "op_norm_sq": op_norm_sq,
+            "shape": shape, "dtype": str(op.in_dtype),
+            "prior_sigma": [float(denoiser.sigma_min), float(denoiser.sigma_max)],
+            "network_precision": resolve_precision(config.precision, op.device).name}
+
+
+def check_resumable(method: str, n_steps: int, identity: dict, probes: dict[str, float],
+                    store: StateStore, slab: Optional["Slab"] = None) -> None:
+    """Refuse (UserError) before any work what :func:`run_steps` would refuse on ``resume``:
+    a state in ``store`` saved by another run (settings, seed, steps, prior, measurement or
+    process count). ``identity`` as built by the sampler, including the prior's fingerprint.
+    A collective when ``slab`` is distributed."""
+    probes = dict(probes)
+    ident = _json_normal({"method": method, "steps": n_steps, **identity})
+    _resume_point(store, slab, method, ident, probes, resume=True)
 
 
 def _probes_differ(saved: dict, now: dict[str, float]) -> list[str]:

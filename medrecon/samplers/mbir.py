@@ -40,8 +40,9 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.distributed.reduce import slice_norm_sq
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
-                                      global_norm, prior_chunked, problem_identity, real_dtype,
-                                      run_steps, to_prior_batch, volume_shape)
+                                      global_norm, network_precision, prior_chunked,
+                                      problem_identity, real_dtype,
+                                      run_steps, sampler_identity, to_prior_batch, volume_shape)
 from medrecon.samplers.config import MbirConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import clip_sigma_range, geometric_sigmas
@@ -111,6 +112,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                         "final_dc: false for MRI")
     device = op.device
     denoiser = denoiser.to(device).eval()
+    precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, None, op_norm_sq, slab)
     sigmas = mbir_sigmas(cfg, float(denoiser.sigma_min), float(denoiser.sigma_max))
     adjacent = sigmas[1:] + [0.0]
@@ -132,13 +134,15 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         x_in, s, final = t["x"], sigmas[i], i == len(sigmas) - 1
         g2 = s * s - adjacent[i] ** 2
         with timer.measure("network"):
-            score_p = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score")
+            score_p = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score",
+                                    precision=precision)
         zp = noise.normal(batch_shape, rdt, device)
         x_p = x_in + g2 * score_p
         if not final:
             x_p = x_p + math.sqrt(g2) * zp
         with timer.measure("network"):
-            score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score")
+            score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score",
+                                    precision=precision)
         zc = noise.normal(batch_shape, rdt, device)
         e = langevin_step_sizes(score_c, zc, cfg.snr, norm_chunk, slab)
         x_c = x_p + e * score_c
@@ -157,9 +161,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     def residual(t: Tensors) -> float:
         return data_residual(op, from_prior_batch(t["x"], cplx), y, y_norm, slab)
 
-    identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
-                "shape": shape, "dtype": str(op.in_dtype), "prior_sigma":
-                [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
+    identity = sampler_identity(cfg, seed, weights.op_norm_sq, shape, op, denoiser)
     exact, probes = problem_identity(op, y, denoiser) if options.store is not None else ({}, y_norm)
     identity.update(exact)
     tensors, run_info = run_steps("mbir", cfg.steps, identity, probes, init, step, noise, residual,
@@ -171,6 +173,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             "nfe_per_slice": 2 * cfg.steps, "sigma_first": sigmas[0], "sigma_last": sigmas[-1],
             "lam": weights.lam, "rho": weights.rho, "op_norm_sq": weights.op_norm_sq,
             "residual": data_residual(op, x, y, y_norm, slab),
+            "precision": precision.record(),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
             "time_total": time.perf_counter() - t_start, **run_info}

@@ -31,7 +31,10 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
                                          prior_map_for_measurement)
-from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+from medrecon.samplers.common import (check_resumable, problem_identity, sampler_identity,
+                                      volume_shape)
+from medrecon.samplers.conventions import operator_norm_sq
+from medrecon.samplers.posterior import SAMPLERS, sample_posterior, sample_store
 from medrecon.samplers.state import StateStore
 
 if TYPE_CHECKING:
@@ -91,6 +94,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
             cfg = with_overrides(cfg, noise_sigma=noise_working / imap.scale)
     common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
                                   resume=resume, progress=progress, slab=slab)
+    if resume and store is not None:       # refuse another run's state before the warm start
+        common["op_norm_sq"] = check_resume_first(method, op, y_p, denoiser, cfg, seed, samples,
+                                                  store, slab)
     warm_seconds = 0.0
     if x_init is not None:
         common["x_init"] = x_init
@@ -115,6 +121,23 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                           {"method": method, "samples": samples, "seeds": post.seeds,
                            "time_warm_start": warm_seconds, "noise_sigma_working": noise_working,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos})
+
+
+def check_resume_first(method: str, op: LinearOperator, y_prior: torch.Tensor,
+                       denoiser: Denoiser, cfg: SamplerConfig, seed: int, samples: int,
+                       store: StateStore, slab: Optional["Slab"] = None) -> float:
+    """Refuse a resume whose saved state belongs to another run (seed, prior, settings, steps,
+    measurement, process count) before any work: the check the sampler makes, with the same
+    identity, made ahead of the warm start. Returns ``||A||^2`` (the sampler reuses it)."""
+    norm_sq = operator_norm_sq(op, slab)
+    shape = volume_shape(y_prior, slab)
+    exact, probes = problem_identity(op, y_prior, denoiser)
+    runs = [(store, seed)] if samples == 1 else [(sample_store(store, k), seed + k)
+                                                 for k in range(samples)]
+    for sub, sub_seed in runs:
+        identity = {**sampler_identity(cfg, sub_seed, norm_sq, shape, op, denoiser), **exact}
+        check_resumable(method, cfg.steps, identity, probes, sub, slab)
+    return norm_sq
 
 
 # Where the data's image falls in the prior's units ([0, 1] is the prior's window): its 99th
