@@ -30,12 +30,12 @@ TINY = dict(image_size=32, channels=(8, 16), attention_levels=(False, False), nu
             num_head_channels=16, norm_num_groups=4)
 
 
-def tiny_prior(directory: Path) -> Path:
+def tiny_prior(directory: Path, seed: int = 1) -> Path:
     """A random-weight (seeded) EDM U-Net prior directory for 32x32 slices in [0, 1] a.u."""
     from medrecon.prior.checkpoint import save_prior
     from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = EDMUNetDenoiser(UNetConfig(**TINY))
     card = {"name": "tiny-test", "architecture": {"family": "edm-unet",
                                                    "config": UNetConfig(**TINY).to_dict()},
