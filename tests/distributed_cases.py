@@ -12,13 +12,6 @@ import torch
 
 from denoisers import GaussianMixtureDenoiser, template_set
 
-# float32 throughout (ASTRA projects in float32): a slab run sums in another order than one
-# process, and the iterative solvers (ADMM-TV, CG inside DDS, the posterior's std) carry those
-# round-off differences along. Measured worst case on this project's 2-core Xeon machines: 7.6e-5
-# (ct-dds-posterior-std, 2 ranks; 1e-5 had passed on an earlier machine). Dropping the halo slice
-# of D_z (a decomposition bug) changes ct-tv by 5.6e-2 and ct-dds by 2.1e-2.
-SLAB_TOLERANCE = 2e-4
-
 N_SLICES = 7
 
 
@@ -111,10 +104,13 @@ def slab_results(rank: int, world: int, network: bool = False) -> dict:
                                  slab=slab).x
 
     if network:                                   # the shipped phantom prior (a real UNet)
+        # one image per network call: the UNet's float32 arithmetic for an image depends on the
+        # size of the batch it is evaluated in (not on the other images in it), and ranks hold
+        # different numbers of slices
         big = ct_measurement(size=128)
         part, _, _ = _local(big, slab)
         out["ct128-dds-phantom-prior"] = run_method(part, "dds", {"prior": "phantom", "steps": 3,
-                                                                  "seed": 1, "chunk": 2},
+                                                                  "seed": 1, "chunk": 1},
                                                     backend="torch", slab=slab)
     return {"slices": list(hi_lo(slab)), "results": {k: v.detach().cpu() for k, v in out.items()}}
 

@@ -30,12 +30,12 @@ TINY = dict(image_size=32, channels=(8, 16), attention_levels=(False, False), nu
             num_head_channels=16, norm_num_groups=4)
 
 
-def tiny_prior(directory: Path) -> Path:
+def tiny_prior(directory: Path, seed: int = 1) -> Path:
     """A random-weight (seeded) EDM U-Net prior directory for 32x32 slices in [0, 1] a.u."""
     from medrecon.prior.checkpoint import save_prior
     from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = EDMUNetDenoiser(UNetConfig(**TINY))
     card = {"name": "tiny-test", "architecture": {"family": "edm-unet",
                                                    "config": UNetConfig(**TINY).to_dict()},
@@ -278,3 +278,40 @@ def test_interrupted_samples_run_resumes_through_the_cli(ws, monkeypatch) -> Non
     np.testing.assert_array_equal(_load(ws / "k.nii.gz"), _load(ws / "fullk.nii.gz"))
     np.testing.assert_array_equal(_load(ws / "k_std.nii.gz"), _load(ws / "fullk_std.nii.gz"))
     assert float(_load(ws / "k_std.nii.gz").max()) > 0
+
+
+def test_resume_of_another_run_is_refused_before_the_warm_start(ws, capsys, monkeypatch) -> None:
+    """``--resume`` on a state saved with another seed, prior, step count or measurement exits 2
+    with one line, before the ADMM-TV warm start runs (and writes nothing)."""
+    import medrecon.samplers.run as sampler_run
+
+    monkeypatch.chdir(ws)
+    assert main(_reconstruct_argv("saved.nii.gz", "--set", "steps=3", "--state-dir", "st-other")) == 0
+    if not (ws / "tiny2").exists():
+        tiny_prior(ws / "tiny2", seed=2)
+    assert main(["--quiet", "simulate", "--task", "sparse-view-ct", "--views", "9", "--input",
+                 "ph.nii.gz", "--output", "ct9.h5"]) == 0
+    capsys.readouterr()
+    warm_starts = []
+    real_warm_start = sampler_run.tv_warm_start
+
+    def counted(*args, **kwargs):
+        warm_starts.append(args)
+        return real_warm_start(*args, **kwargs)
+
+    monkeypatch.setattr(sampler_run, "tv_warm_start", counted)
+    base = _reconstruct_argv("again.nii.gz", "--set", "steps=3", "--state-dir", "st-other", "--resume")
+    cases = {"seed": (["--seed", "4"], "differs in: seed"),
+             "prior": (["--prior", "tiny2"], "computed with a prior of other weights"),
+             "steps": (["--set", "steps=4"], "differs in: steps"),
+             "measurement": (["--input", "ct9.h5"], "different measurements")}
+    before = snapshot(ws)
+    for what, (extra, text) in cases.items():
+        assert main([*base, *extra]) == 2, what
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0], (what, err)
+        assert warm_starts == [], what
+        assert snapshot(ws) == before, what
+    assert main(base) == 0 and len(warm_starts) == 1                 # the same run resumes
+    info = json.loads((ws / "again.config.json").read_text())["sampler"]
+    assert info["resumed_from"] == 3

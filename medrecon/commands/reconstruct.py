@@ -59,6 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def network_precision_record(info: dict) -> dict:
+    """``{"precision": ...}``: what the prior network computed in (setting, float32 or
+    bfloat16, why), from the sampler's info (the first sample's for posterior runs)."""
+    runs = info.get("runs") or [info]
+    record = runs[0].get("precision") if isinstance(runs[0], dict) else None
+    return {"precision": record} if record else {}
+
+
 def to_volume_units_scale(m) -> float:
     """Factor from working units to the output volume's units for a standard deviation."""
     from medrecon.tasks import CT_TASKS
@@ -255,7 +263,9 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
                 (" ; inside the body mask" if mask is not None else "")
             extra = {"prior": effective["prior"]} if diffusion else {}
             fit = {"prior_fit": diffusion_info["prior_fit"]} if diffusion_info.get("prior_fit") else {}
-            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **metrics, **fit},
+            ran = network_precision_record(LAST_INFO) if diffusion else {}
+            write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **ran, **metrics,
+                                                  **fit},
                        prov)
             if args.figure or args.report:
                 figure_png = _comparison(m, args, card, {**compared, args.method: array}, reference,

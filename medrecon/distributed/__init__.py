@@ -1,7 +1,9 @@
 """Past one device: a volume's z-slabs over the processes of a ``torch.distributed`` group.
 
 - :mod:`medrecon.distributed.slab`: :class:`~medrecon.distributed.slab.Slab`, one process's
-  slices and the few collectives that couple slices (halo slices of ``D_z``, all-reduced sums).
+  slices and the few collectives that couple slices (halo slices of ``D_z``, gathers).
+- :mod:`medrecon.distributed.reduce`: ordered reductions, whole-volume scalars (inner products,
+  norms) from per-slice partial values summed in slice order, in one process as on N.
   Solvers and samplers take ``slab=``; nothing else in them knows about processes.
 - :mod:`medrecon.distributed.launch`: join the group started by ``torchrun`` or ``srun``.
 - :mod:`medrecon.distributed.runner`: one measurement reconstructed by N processes (rank 0

@@ -5,15 +5,16 @@ as possible (the first ``n % world`` ranks hold one slice more); rank ``r`` hold
 ``[lo, hi)``. The 2D prior and the slice-wise physics act on a slab alone; what couples slices
 goes through a :class:`Slab`:
 
-- :meth:`Slab.sum`: all-reduced sums (CG inner products and norms, data residuals, power
-  iteration norms);
+- :meth:`Slab.all_gather`: per-slice partial values of whole-volume scalars (CG inner products
+  and norms, data residuals, power iteration norms), gathered in slice order and summed by
+  :func:`medrecon.distributed.reduce.ordered_sum`, so no result depends on the number of ranks;
 - :meth:`Slab.from_next` / :meth:`Slab.from_previous`: the one halo slice of ``D_z`` and of its
   adjoint, exchanged with the neighbouring rank at every application;
-- :meth:`Slab.gather`, :meth:`Slab.all_gather`, :meth:`Slab.broadcast_object`: results and
-  small objects.
+- :meth:`Slab.gather`, :meth:`Slab.broadcast_object`: results and small objects.
 
 A :class:`Slab` with ``world == 1`` (:meth:`Slab.whole`) does no communication; solvers and
-samplers take ``slab=None`` for the single-process path, which is left exactly as it was.
+samplers take ``slab=None`` for the single-process path, which computes exactly what N ranks
+compute together.
 Time spent inside the collectives (including waiting for slower ranks) adds up in
 :attr:`Slab.comm_seconds`. Tensors may live on the CPU (gloo) or CUDA (NCCL); complex tensors
 travel as their real views.
@@ -110,14 +111,6 @@ class Slab:
             return fn(*args, **kwargs)
         finally:
             self.comm_seconds += time.perf_counter() - t0
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum of ``t`` over all ranks (a new tensor; ``t`` itself when ``world == 1``)."""
-        if not self.distributed:
-            return t
-        out = t.clone()
-        self._timed(dist.all_reduce, _real(out), op=dist.ReduceOp.SUM, group=self.group)
-        return out
 
     def max_int(self, value: int) -> int:
         """The largest ``value`` over all ranks (used to agree on stopping)."""

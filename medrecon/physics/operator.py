@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
+from medrecon.distributed.reduce import volume_norm
+
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
 
@@ -173,23 +175,23 @@ def operator_norm(op: LinearOperator, n_slices: int = 1, iterations: int = 30, s
 
     An operator with a fixed number of slices is iterated on its whole volume. When that volume
     is shared out over processes (``slab``, ``op`` holding this rank's slices), every rank draws
-    the whole volume's start vector and keeps its rows, and the norms are all-reduced, so the
-    iteration is the single-process one. A slice-independent operator needs no communication.
+    the whole volume's start vector and keeps its rows, and the norms are ordered reductions
+    (:mod:`medrecon.distributed.reduce`), so the iteration is the single-process one, bit for
+    bit. A slice-independent operator needs no communication.
     """
     gen = torch.Generator().manual_seed(seed)
     if slab is None or not slab.distributed or op.in_shape[0] is None:
         x = op.example_input(n_slices, gen)
-        norm = lambda v: v.norm()  # noqa: E731
+        slab = None
     else:
         full = _random((slab.n, *op.in_shape[1:]), op.in_dtype, torch.device("cpu"), slab.n, gen)
         x = slab.take(full).clone().to(op.device)
         del full
-        norm = lambda v: slab.sum((v.abs() ** 2).sum()).sqrt()  # noqa: E731
-    x = x / norm(x)
+    x = x / volume_norm(x, slab)
     value = 0.0
     for _ in range(iterations):
         y = op.normal(x)
-        value = float(norm(y))
+        value = volume_norm(y, slab)
         if value == 0.0:
             return 0.0
         x = y / value

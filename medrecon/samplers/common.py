@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
+from medrecon.distributed.reduce import volume_norm
 from medrecon.errors import Interrupted, UserError
 from medrecon.io.jsonio import json_text
 from medrecon.physics.operator import LinearOperator, OperatorShapeError
 from medrecon.prior.denoiser import Denoiser
+from medrecon.prior.precision import Precision, network_autocast, resolve_precision
 from medrecon.progress import tqdm
 from medrecon.samplers.state import StateStore, Tensors
 
@@ -154,9 +156,10 @@ def memory_chunk(denoiser: Denoiser, image: tuple[int, int], chunk: int, device:
 
 @torch.no_grad()
 def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
-                  kind: str = "denoise") -> torch.Tensor:
+                  kind: str = "denoise", precision: Optional[Precision] = None) -> torch.Tensor:
     """``D(x, sigma)`` (``kind="denoise"``) or the VE score (``kind="score"``) of a prior batch
-    ``[B, Y, X]``, ``chunk`` images per network call; output in ``x``'s dtype and device."""
+    ``[B, Y, X]``, ``chunk`` images per network call, under ``precision``'s autocast (None:
+    float32); output in ``x``'s dtype and device."""
     if chunk < 1:
         raise UserError(f"chunk must be a positive number of slices, got {chunk}")
     fn = denoiser.denoise if kind == "denoise" else denoiser.score
@@ -166,8 +169,19 @@ def prior_chunked(denoiser: Denoiser, x: torch.Tensor, sigma: float, chunk: int,
     for start in range(0, x.shape[0], chunk):
         part = x[start:start + chunk].unsqueeze(1).to(dtype)
         s = torch.full((part.shape[0],), float(sigma), dtype=dtype, device=x.device)
-        out[start:start + chunk] = fn(part, s)[:, 0].to(x.dtype)
+        with network_autocast(precision, x.device) if precision is not None else nullcontext():
+            value = fn(part, s)
+        out[start:start + chunk] = value[:, 0].to(x.dtype)
     return out
+
+
+def network_precision(setting: str, denoiser: Denoiser, device: torch.device) -> Precision:
+    """The precision ``setting`` resolves to on ``device``; a published network's own CUDA
+    autocast is switched off when it resolves to float32."""
+    precision = resolve_precision(setting, device)
+    if getattr(denoiser, "precision", None) in ("auto", "fp32"):
+        denoiser.precision = "fp32" if precision.dtype is None else "auto"
+    return precision
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,6 +439,28 @@ def problem_identity(op: LinearOperator, y: torch.Tensor,
     return {"prior_weights": weights_fingerprint(denoiser)}, probes
 
 
+def sampler_identity(config: Any, seed: int, op_norm_sq: float, shape: list[int],
+                     op: LinearOperator, denoiser: Denoiser) -> dict:
+    """Everything besides the data that determines a sampler's result (saved with its state
+    and compared on resume): settings, seed, ``||A||^2``, the volume's data shape, dtype, the
+    prior's sigma range and the network's resolved precision."""
+    return {"config": config.identity(), "seed": seed, "op_norm_sq": op_norm_sq,
+            "shape": shape, "dtype": str(op.in_dtype),
+            "prior_sigma": [float(denoiser.sigma_min), float(denoiser.sigma_max)],
+            "network_precision": resolve_precision(config.precision, op.device).name}
+
+
+def check_resumable(method: str, n_steps: int, identity: dict, probes: dict[str, float],
+                    store: StateStore, slab: Optional["Slab"] = None) -> None:
+    """Refuse (UserError) before any work what :func:`run_steps` would refuse on ``resume``:
+    a state in ``store`` saved by another run (settings, seed, steps, prior, measurement or
+    process count). ``identity`` as built by the sampler, including the prior's fingerprint.
+    A collective when ``slab`` is distributed."""
+    probes = dict(probes)
+    ident = _json_normal({"method": method, "steps": n_steps, **identity})
+    _resume_point(store, slab, method, ident, probes, resume=True)
+
+
 def _probes_differ(saved: dict, now: dict[str, float]) -> list[str]:
     out = []
     for key, value in now.items():
@@ -527,11 +563,8 @@ def _run_steps(method: str, n_steps: int, identity: dict, y_norm: float | dict[s
 
 
 def global_norm(t: torch.Tensor, slab: Optional["Slab"] = None) -> float:
-    """``||t||`` of the whole volume (all-reduced over a distributed ``slab``)."""
-    if slab is None or not slab.distributed:
-        return float(t.norm())
-    sq = (t.abs() ** 2).sum() if t.is_complex() else (t * t).sum()
-    return math.sqrt(float(slab.sum(sq)))
+    """``||t||`` of the whole volume (an ordered reduction over a distributed ``slab``)."""
+    return volume_norm(t, slab)
 
 
 @torch.no_grad()

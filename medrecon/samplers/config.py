@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from medrecon.errors import DataError, UserError
+from medrecon.prior.precision import PRECISIONS
 from medrecon.solvers.tv import BOUNDARIES
 
 TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")   # as medrecon.tasks.TASKS
@@ -44,6 +45,8 @@ def _check_common(c: Any) -> None:
     _check_number("rho_rel", c.rho_rel, 0.0, lo_open=True)
     _check_positive_int("cg_iterations", c.cg_iterations)
     _check_positive_int("chunk", c.chunk)
+    if c.precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
     if c.boundary not in BOUNDARIES:
         raise UserError(f"boundary must be one of {BOUNDARIES}, got {c.boundary!r}")
 
@@ -63,6 +66,7 @@ class MbirConfig:
     corrector_norm: "slice" (per-image step sizes: results independent of ``chunk``) or
         "chunk" (published: norms averaged over the chunk).
     chunk: prior images per network call (memory only, unless corrector_norm="chunk").
+    precision: the network's arithmetic, as for DDS.
     """
 
     steps: int = 2000
@@ -76,6 +80,7 @@ class MbirConfig:
     final_dc: bool = True
     corrector_norm: str = "slice"
     chunk: int = 12
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -96,6 +101,7 @@ class MbirConfig:
     def identity(self) -> dict:
         """The settings that determine the result (chunk only matters for chunk norms)."""
         d = dataclasses.asdict(self)
+        d.pop("precision")                   # the resolved precision is in the run's identity
         if self.corrector_norm != "chunk":
             d.pop("chunk")
         return d
@@ -130,6 +136,8 @@ class DdsConfig:
     slice_noise_period: 1 (default): independent noise per slice, as published. P > 1: the
         start and re-noising noise correlated across slices, on spherical paths between
         independent anchors every P slices (:mod:`medrecon.samplers.slice_noise`, after ISCS).
+    precision: the network's arithmetic: "auto" (bf16 autocast where the device does bf16 fast,
+        else float32), "float32" or "bfloat16" (:mod:`medrecon.prior.precision`).
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
     adapt: adapt the prior to the measurement while sampling (:mod:`medrecon.samplers.adaptation`,
         after DDIP3D): LoRA adapters of rank ``adapt_rank`` on the convolutions plus bias
@@ -154,6 +162,7 @@ class DdsConfig:
     start_sigma: float = 0.0
     chunk: int = 20
     slice_noise_period: int = 1
+    precision: str = "auto"
     beta_start: float = 1e-4
     beta_end: float = 0.02
     timesteps: int = 1000
@@ -203,6 +212,7 @@ class DdsConfig:
         if not d["adapt"]:                 # no adaptation: identities as before
             for name in [k for k in d if k.startswith("adapt")]:
                 d.pop(name)
+        d.pop("precision")                   # the resolved precision is in the run's identity
         return d
 
 

@@ -49,8 +49,9 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.adaptation import Adaptation
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
-                                      global_norm, prior_chunked, problem_identity, real_dtype,
-                                      run_steps, to_prior_batch, volume_shape)
+                                      global_norm, network_precision, prior_chunked,
+                                      problem_identity, real_dtype,
+                                      run_steps, sampler_identity, to_prior_batch, volume_shape)
 from medrecon.samplers.config import DdsConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
@@ -99,9 +100,8 @@ class DataConsistency:
         if tv_z:
             diff = FiniteDifference(n_slices, op.in_shape[1:], (0,), boundary, op.in_dtype, op.device,
                                     slab)
-            reduce = slab.sum if slab is not None and slab.distributed else None
             self.admm: Optional[AdmmTV] = AdmmTV(op, y, diff, lam, rho, cg_iterations,
-                                                 reduce=reduce)
+                                                 slab=slab)
             self.aty = self.admm.aty
         else:
             self.admm = None
@@ -179,6 +179,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     elif x_init is not None:
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
     denoiser = denoiser.to(device).eval()
+    precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
         weights = dataclasses.replace(weights, gamma=(cfg.anchor_std / cfg.noise_sigma) ** 2)
@@ -215,7 +216,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             t = adaptation.step(t, max(sigmas[i], sig_floor))
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
-            x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk)
+            x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk, precision=precision)
         eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
@@ -231,9 +232,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         x = last.get("x0", from_prior_batch(t["x"], cplx))
         return data_residual(op, x, y, y_norm, slab)
 
-    identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
-                "shape": shape, "dtype": str(op.in_dtype), "prior_sigma":
-                [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
+    identity = sampler_identity(cfg, seed, weights.op_norm_sq, shape, op, denoiser)
     exact, probes = problem_identity(op, y, denoiser) if options.store is not None else ({}, y_norm)
     identity.update(exact)
     tensors, run_info = run_steps("dds", cfg.steps, identity, probes, init, step, noise, residual,
@@ -244,6 +243,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
             "residual": data_residual(op, x, y, y_norm, slab),
+            "precision": precision.record(),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
             "time_total": time.perf_counter() - t_start, **run_info,

@@ -37,10 +37,12 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
+from medrecon.distributed.reduce import slice_norm_sq
 from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
                                       Trace, check_problem, data_residual, from_prior_batch,
-                                      global_norm, prior_chunked, problem_identity, real_dtype,
-                                      run_steps, to_prior_batch, volume_shape)
+                                      global_norm, network_precision, prior_chunked,
+                                      problem_identity, real_dtype,
+                                      run_steps, sampler_identity, to_prior_batch, volume_shape)
 from medrecon.samplers.config import MbirConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import clip_sigma_range, geometric_sigmas
@@ -63,8 +65,9 @@ def langevin_step_sizes(score: torch.Tensor, z: torch.Tensor, snr: float, chunk:
     """``2 (snr ||z|| / ||score||)^2`` per image ``[B, 1, 1]``; with ``chunk`` the norms are
     averaged over consecutive groups of ``chunk`` images (the published behaviour), counted over
     the whole volume's batch when ``score`` is one rank's slab."""
-    g = score.flatten(1).norm(dim=1)
-    nz = z.flatten(1).norm(dim=1)
+    # per-image norms computed alike whatever the batch (a one-slice slab included)
+    g = slice_norm_sq(score).sqrt().to(score.dtype)
+    nz = slice_norm_sq(z).sqrt().to(z.dtype)
     if chunk is not None and slab is not None and slab.distributed:
         both = slab.all_gather(torch.stack([g, nz], dim=1))
         eps = langevin_step_sizes(both[:, :1], both[:, 1:], snr, chunk)
@@ -109,14 +112,14 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                         "final_dc: false for MRI")
     device = op.device
     denoiser = denoiser.to(device).eval()
+    precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, None, op_norm_sq, slab)
     sigmas = mbir_sigmas(cfg, float(denoiser.sigma_min), float(denoiser.sigma_max))
     adjacent = sigmas[1:] + [0.0]
     rdt = real_dtype(op.in_dtype)
     batch_shape = ((2 * n) if cplx else n, *(int(s) for s in op.in_shape[1:]))
     diff = FiniteDifference(n, op.in_shape[1:], (0,), cfg.boundary, op.in_dtype, device, slab)
-    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations,
-                  reduce=slab.sum if slab is not None and slab.distributed else None)
+    admm = AdmmTV(op, y, diff, weights.lam, weights.rho, cfg.cg_iterations, slab=slab)
     norm_chunk = cfg.chunk if cfg.corrector_norm == "chunk" else None
     noise = NoiseSource(seed, slab)
     timer = Timer(device)
@@ -131,13 +134,15 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         x_in, s, final = t["x"], sigmas[i], i == len(sigmas) - 1
         g2 = s * s - adjacent[i] ** 2
         with timer.measure("network"):
-            score_p = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score")
+            score_p = prior_chunked(denoiser, x_in, s, cfg.chunk, kind="score",
+                                    precision=precision)
         zp = noise.normal(batch_shape, rdt, device)
         x_p = x_in + g2 * score_p
         if not final:
             x_p = x_p + math.sqrt(g2) * zp
         with timer.measure("network"):
-            score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score")
+            score_c = prior_chunked(denoiser, x_p, s, cfg.chunk, kind="score",
+                                    precision=precision)
         zc = noise.normal(batch_shape, rdt, device)
         e = langevin_step_sizes(score_c, zc, cfg.snr, norm_chunk, slab)
         x_c = x_p + e * score_c
@@ -156,9 +161,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     def residual(t: Tensors) -> float:
         return data_residual(op, from_prior_batch(t["x"], cplx), y, y_norm, slab)
 
-    identity = {"config": cfg.identity(), "seed": seed, "op_norm_sq": weights.op_norm_sq,
-                "shape": shape, "dtype": str(op.in_dtype), "prior_sigma":
-                [float(denoiser.sigma_min), float(denoiser.sigma_max)]}
+    identity = sampler_identity(cfg, seed, weights.op_norm_sq, shape, op, denoiser)
     exact, probes = problem_identity(op, y, denoiser) if options.store is not None else ({}, y_norm)
     identity.update(exact)
     tensors, run_info = run_steps("mbir", cfg.steps, identity, probes, init, step, noise, residual,
@@ -170,6 +173,7 @@ def mbir(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             "nfe_per_slice": 2 * cfg.steps, "sigma_first": sigmas[0], "sigma_last": sigmas[-1],
             "lam": weights.lam, "rho": weights.rho, "op_norm_sq": weights.op_norm_sq,
             "residual": data_residual(op, x, y, y_norm, slab),
+            "precision": precision.record(),
             "time_network": timer.totals.get("network", 0.0),
             "time_physics": timer.totals.get("physics", 0.0),
             "time_total": time.perf_counter() - t_start, **run_info}

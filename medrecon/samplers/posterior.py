@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 SAMPLERS = {"dds": dds, "mbir": mbir}
 
 
+def sample_store(store: StateStore, k: int) -> StateStore:
+    """Where sample ``k`` of a posterior run keeps its state."""
+    return store.child(f"sample-{k:03d}")
+
+
 @dataclass
 class PosteriorResult:
     """``mean`` ``[Z, Y, X]`` (the operator's dtype), ``std`` ``[Z, Y, X]`` (real), per-sample info."""
@@ -62,7 +67,7 @@ def sample_posterior(method: str, op: LinearOperator, y: torch.Tensor, denoiser:
     m2: Optional[torch.Tensor] = None
     infos = []
     for k in range(samples):
-        sub = None if store is None else store.child(f"sample-{k:03d}")
+        sub = None if store is None else sample_store(store, k)
         result = sampler(op, y, denoiser, config, seed=seed + k, op_norm_sq=norm_sq,
                          store=sub, save_every=save_every, resume=resume,
                          progress=progress, slab=slab, **overrides)

@@ -31,7 +31,10 @@ from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
                                          prior_map_for_measurement)
-from medrecon.samplers.posterior import SAMPLERS, sample_posterior
+from medrecon.samplers.common import (check_resumable, problem_identity, sampler_identity,
+                                      volume_shape)
+from medrecon.samplers.conventions import operator_norm_sq
+from medrecon.samplers.posterior import SAMPLERS, sample_posterior, sample_store
 from medrecon.samplers.prior_fit import prior_fit
 from medrecon.samplers.state import StateStore
 
@@ -92,6 +95,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
             cfg = with_overrides(cfg, noise_sigma=noise_working / imap.scale)
     common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
                                   resume=resume, progress=progress, slab=slab)
+    if resume and store is not None:       # refuse another run's state before the warm start
+        common["op_norm_sq"] = check_resume_first(method, op, y_p, denoiser, cfg, seed, samples,
+                                                  store, slab)
     warm_seconds = 0.0
     if x_init is not None:
         common["x_init"] = x_init
@@ -122,6 +128,23 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                            "prior_fit": fit})
 
 
+def check_resume_first(method: str, op: LinearOperator, y_prior: torch.Tensor,
+                       denoiser: Denoiser, cfg: SamplerConfig, seed: int, samples: int,
+                       store: StateStore, slab: Optional["Slab"] = None) -> float:
+    """Refuse a resume whose saved state belongs to another run (seed, prior, settings, steps,
+    measurement, process count) before any work: the check the sampler makes, with the same
+    identity, made ahead of the warm start. Returns ``||A||^2`` (the sampler reuses it)."""
+    norm_sq = operator_norm_sq(op, slab)
+    shape = volume_shape(y_prior, slab)
+    exact, probes = problem_identity(op, y_prior, denoiser)
+    runs = [(store, seed)] if samples == 1 else [(sample_store(store, k), seed + k)
+                                                 for k in range(samples)]
+    for sub, sub_seed in runs:
+        identity = {**sampler_identity(cfg, sub_seed, norm_sq, shape, op, denoiser), **exact}
+        check_resumable(method, cfg.steps, identity, probes, sub, slab)
+    return norm_sq
+
+
 # Where the data's image falls in the prior's units ([0, 1] is the prior's window): its 99th
 # percentile beyond these bounds means the window does not fit the data (refused), or fits
 # poorly (warned).
@@ -143,14 +166,8 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
     from medrecon.errors import DataError
     from medrecon.solvers.classical import cgls
 
-    x = x_prior if x_prior is not None else cgls(op, y_prior, 10)
-    v = (x.abs() if x.is_complex() else x).flatten().to(torch.float64).cpu()
-    if v.numel() > 4_000_000:
-        v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
-    if slab is not None and slab.distributed:  # every rank judges the whole volume, so all agree
-        if v.numel() > 500_000:
-            v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:500_000]]
-        v = torch.cat(slab.all_gather_object(v))
+    x = x_prior if x_prior is not None else cgls(op, y_prior, 10, slab=slab)
+    v = fit_sample(x, slab)
     p1, p99 = (float(q) for q in torch.quantile(v, torch.tensor([0.01, 0.99], dtype=torch.float64)))
     intensity = card.get("intensity", {}) if isinstance(card, dict) else {}
     window = f"window {intensity.get('window')} {intensity.get('units', '')}".rstrip()
@@ -165,6 +182,24 @@ def check_prior_fit(x_prior: Optional[torch.Tensor], op: LinearOperator, y_prior
                     "prior's units (the prior knows [0, 1]); expect a degraded result", where,
                     p1, p99)
     return p1, p99
+
+
+FIT_SAMPLE = 4_000_000
+"""At most this many voxels of the whole volume enter the prior-fit percentiles."""
+
+
+def fit_sample(x: torch.Tensor, slab: Optional["Slab"] = None) -> torch.Tensor:
+    """The voxels of the whole volume that the prior-fit check judges (float64, on the CPU):
+    every ``s``-th voxel of every slice, ``s`` set by the whole volume's size so at most
+    :data:`FIT_SAMPLE` are taken; gathered in slice order over a distributed ``slab``, so every
+    rank and a single process judge the same values."""
+    n = slab.n if slab is not None and slab.distributed else x.shape[0]
+    per_slice = x[0].numel()
+    stride = max(1, -(-n * per_slice // FIT_SAMPLE))
+    v = (x.abs() if x.is_complex() else x).reshape(x.shape[0], -1)[:, ::stride].to(torch.float64)
+    if slab is not None and slab.distributed:
+        v = slab.all_gather(v.contiguous())
+    return v.flatten().cpu()
 
 
 def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,

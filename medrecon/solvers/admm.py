@@ -14,22 +14,26 @@ split ``w = x`` with scaled dual ``v``: the x-update gains ``+ rho x`` on the le
 diffusion sampler can run one iteration per diffusion step on its running estimate while the
 state is shared across steps ("variable sharing"), and a classical solver simply loops.
 
-On a z-slab of a volume shared out over processes, ``x``, ``z``, ``u`` (and ``w``, ``v``) are
-this rank's slices, ``diff`` exchanges the halo slices and ``reduce`` (e.g.
-:meth:`medrecon.distributed.slab.Slab.sum`) sums CG's inner products over the processes.
+On a z-slab of a volume shared out over processes (``slab``), ``x``, ``z``, ``u`` (and ``w``,
+``v``) are this rank's slices, ``diff`` exchanges the halo slices, and CG's inner products and the
+objective are ordered reductions over all slices (:mod:`medrecon.distributed.reduce`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from medrecon.progress import tqdm
 
+from medrecon.distributed.reduce import ordered_sum, slice_norm_sq, slice_sums
 from medrecon.physics.operator import LinearOperator
-from medrecon.solvers.cg import Reduce, conjugate_gradient
+from medrecon.solvers.cg import conjugate_gradient
 from medrecon.solvers.tv import FiniteDifference, soft_threshold
+
+if TYPE_CHECKING:
+    from medrecon.distributed.slab import Slab
 
 
 @dataclass
@@ -48,7 +52,7 @@ class AdmmTV:
 
     def __init__(self, op: LinearOperator, y: torch.Tensor, diff: FiniteDifference, lam: float,
                  rho: float, cg_iterations: int = 5, nonnegative: bool = False,
-                 reduce: Optional[Reduce] = None) -> None:
+                 slab: Optional["Slab"] = None) -> None:
         if lam < 0 or rho <= 0:
             raise ValueError(f"ADMM-TV needs lambda >= 0 and rho > 0, got lambda={lam}, rho={rho}")
         if cg_iterations < 1:
@@ -58,7 +62,7 @@ class AdmmTV:
             raise ValueError("the non-negativity constraint needs a real image")
         self.lam, self.rho, self.cg_iterations = float(lam), float(rho), int(cg_iterations)
         self.nonnegative = bool(nonnegative)
-        self.reduce = reduce
+        self.slab = slab if slab is not None and slab.distributed else None
         with torch.no_grad():
             self.aty = op.adjoint(y)
 
@@ -82,7 +86,7 @@ class AdmmTV:
         if self.nonnegative:
             rhs = rhs + self.rho * (state.w - state.v)
         x = conjugate_gradient(self._normal, rhs, x0=x, iterations=cg_iterations or self.cg_iterations,
-                               reduce=self.reduce)
+                               slab=self.slab)
         dx = self.diff.forward(x)
         z = soft_threshold(dx + state.u, self.lam / self.rho)
         u = state.u + dx - z
@@ -95,9 +99,8 @@ class AdmmTV:
     def objective(self, x: torch.Tensor) -> float:
         """``||y - A x||^2 / 2 + lambda ||D x||_1``."""
         r = self.op.forward(x) - self.y
-        terms = torch.stack([(r.abs() ** 2).sum(), self.diff.forward(x).abs().sum()])
-        if self.reduce is not None:
-            terms = self.reduce(terms)
+        per_slice = torch.stack([slice_norm_sq(r), slice_sums(self.diff.forward(x).abs())], dim=1)
+        terms = ordered_sum(per_slice, self.slab)
         return 0.5 * float(terms[0]) + self.lam * float(terms[1])
 
     def run(self, x0: torch.Tensor, iterations: int, progress: bool = False) -> torch.Tensor:
@@ -128,7 +131,7 @@ def proximal_step(admm: AdmmTV, x: torch.Tensor, state: AdmmState, anchor: torch
         raise ValueError("proximal_step does not support the non-negativity split")
     rhs = admm.aty + admm.rho * admm.diff.adjoint(state.z - state.u) + weight * anchor
     x = conjugate_gradient(lambda v: admm._normal(v) + weight * v, rhs, x0=x,
-                           iterations=cg_iterations or admm.cg_iterations, reduce=admm.reduce)
+                           iterations=cg_iterations or admm.cg_iterations, slab=admm.slab)
     dx = admm.diff.forward(x)
     z = soft_threshold(dx + state.u, admm.lam / admm.rho)
     return x, AdmmState(z=z, u=state.u + dx - z)

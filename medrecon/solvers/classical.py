@@ -5,8 +5,9 @@ shaped ``(Z, *A.out_shape[1:])`` and return an image stack ``(Z, *A.in_shape[1:]
 FBP lives in :mod:`medrecon.solvers.fbp` because it needs the CT geometry.
 
 Distributed over z-slabs (``slab``: a :class:`~medrecon.distributed.slab.Slab`), ``A`` and ``y``
-are this rank's slices; CGLS and ADMM-TV all-reduce their inner products and exchange the halo
-slices of ``D_z``; SIRT, SENSE (per-slice CG) and the zero-filled image need no communication.
+are this rank's slices; CGLS and ADMM-TV sum their inner products over all slices in slice order
+(:mod:`medrecon.distributed.reduce`) and exchange the halo slices of ``D_z``; SIRT, SENSE
+(per-slice CG) and the zero-filled image need no communication.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import torch
 from medrecon.progress import tqdm
 
+from medrecon.distributed.reduce import volume_norm_sq
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator, operator_norm
 from medrecon.solvers.admm import AdmmTV
@@ -24,10 +26,6 @@ from medrecon.solvers.tv import FiniteDifference
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
-
-
-def _reduce(slab: Optional["Slab"]):
-    return slab.sum if slab is not None and slab.distributed else None
 
 
 def _n_slices(op: LinearOperator, y: torch.Tensor) -> int:
@@ -63,13 +61,8 @@ def cgls(op: LinearOperator, y: torch.Tensor, iterations: int = 20, x0: Optional
 
     Early stopping (``iterations``) is the regularisation.
     """
-    reduce = _reduce(slab)
-
     def norm_sq(v: torch.Tensor) -> float:
-        flat = v.reshape(-1)
-        value = (flat.real.double().square() + flat.imag.double().square()).sum() \
-            if flat.is_complex() else flat.double().square().sum()
-        return float((value if reduce is None else reduce(value)).float())
+        return float(volume_norm_sq(v, slab).float())
 
     x = torch.zeros((_n_slices(op, y), *op.in_shape[1:]), dtype=op.in_dtype, device=op.device) \
         if x0 is None else x0.clone()
@@ -105,7 +98,7 @@ def admm_tv(op: LinearOperator, y: torch.Tensor, lam: float, rho: float, iterati
     """
     n = _n_slices(op, y)
     diff = FiniteDifference(n, op.in_shape[1:], tv_axes, boundary, op.in_dtype, op.device, slab)
-    solver = AdmmTV(op, y, diff, lam, rho, cg_iterations, nonnegative, reduce=_reduce(slab))
+    solver = AdmmTV(op, y, diff, lam, rho, cg_iterations, nonnegative, slab=slab)
     start = torch.zeros((n, *op.in_shape[1:]), dtype=op.in_dtype, device=op.device) if x0 is None else x0
     return solver.run(start, iterations, progress)
 
