@@ -76,6 +76,7 @@ def test_pixel_spacing_outside_the_card_is_refused_with_both_numbers() -> None:
     assert prior_problems(card, "sparse-view-ct", "HU", 0.5) == []
     assert prior_problems(card, "sparse-view-ct", "HU", 4.08) == []
     assert prior_problems(card, "sparse-view-ct", "HU", 4.15) == []    # within the 2 % slack
+    assert prior_problems(card, "sparse-view-ct", "HU", 0.495) == []   # within the 2 % slack
     assert prior_problems(card, "sparse-view-ct", "HU", None) == []
     assert prior_problems(_card(None), "sparse-view-ct", "HU", 10.0) == []
     for spacing in (0.48, 4.2, 10.0):   # outside the range and its 2 % slack
