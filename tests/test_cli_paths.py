@@ -295,16 +295,20 @@ def test_resume_of_another_run_is_refused_before_the_warm_start(ws, capsys, monk
     warm_starts = []
     real_warm_start = sampler_run.tv_warm_start
 
-    def counted(*args, **kwargs):
-        warm_starts.append(args)
-        return real_warm_start(*args, **kwargs)
+    def counted(*args, **kwargs):          # the solver it makes records every solve it runs
+        solve = real_warm_start(*args, **kwargs)
+
+        def run(*a, **k):
+            warm_starts.append(a)
+            return solve(*a, **k)
+        return run
 
     monkeypatch.setattr(sampler_run, "tv_warm_start", counted)
     base = _reconstruct_argv("again.nii.gz", "--set", "steps=3", "--state-dir", "st-other", "--resume")
     cases = {"seed": (["--seed", "4"], "differs in: seed"),
              "prior": (["--prior", "tiny2"], "computed with a prior of other weights"),
-             "steps": (["--set", "steps=4"], "differs in: steps"),
-             "measurement": (["--input", "ct9.h5"], "different measurements")}
+             "steps": (["--set", "steps=4"], "steps);"),            # "differs in: config, steps"
+             "measurement": (["--input", "ct9.h5"], "differs in: op_norm_sq, shape")}
     before = snapshot(ws)
     for what, (extra, text) in cases.items():
         assert main([*base, *extra]) == 2, what

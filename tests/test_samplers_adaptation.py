@@ -125,4 +125,6 @@ def test_two_processes_hold_one_adapter_and_equal_one_process(ct) -> None:
     parts = run_local(_adapted_slab, 2, timeout=300)
     got = torch.cat(parts)
     diff = float((got - single).abs().max() / single.abs().max())
-    assert diff <= cases.SLAB_TOLERANCE, diff
+    # the adapter's gradient is one backward pass over all chosen slices in one process, a sum of
+    # per-rank backward passes under torchrun: equal up to float32 summation order, not bit for bit
+    assert diff <= 2e-4, diff

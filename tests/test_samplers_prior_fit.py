@@ -83,13 +83,15 @@ def test_complex_images_are_judged_by_their_magnitude() -> None:
 
 
 class _Slab:
-    """Stands in for a distributed Slab: all_gather_object returns every rank's values."""
+    """Stands in for a distributed Slab of one slice per rank: ``all_gather`` returns every
+    slice's sampled values in slice order (this rank's slice first)."""
 
     def __init__(self, others: list, distributed: bool = True) -> None:
         self.others, self.distributed = others, distributed
+        self.n, self.count = 1 + len(others), 1
 
-    def all_gather_object(self, value):
-        return [value, *self.others]
+    def all_gather(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.cat([value, *[o.reshape(1, -1).to(value.dtype) for o in self.others]])
 
 
 def test_distributed_ranks_judge_the_whole_volume() -> None:

@@ -19,7 +19,7 @@ def _row(method: str, psnr: float, row: str = "", nfe: int = 0, **settings) -> d
     planes = {p: {"psnr": psnr + k, "ssim": 0.5} for k, p in enumerate(("axial", "coronal", "sagittal"))}
     return {"case": "lung2-sv8", "label": "lung2: 8 views", "row": row or method, "method": method,
             "settings": settings, "psnr": psnr, "ssim": 0.5, "planes": planes,
-            "nfe_per_slice": nfe, "seconds": 10.0 * nfe}
+            "nfe_per_slice": nfe, "seconds": 10.0 * nfe, "peak_mb": 100.0}
 
 
 def _run(date: str, git: str, rows: list) -> dict:
@@ -57,4 +57,33 @@ def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
     for path in script.targets():          # every block in the repository names a known source
         for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
             assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
-                            "diffusion-summary"), (path, name)
+                            "diffusion-summary", "any-size-summary"), (path, name)
+
+
+def test_any_size_summary_matches_data_by_size_and_fbp() -> None:
+    """The resolution table: DDS rows named with a prior against the best TV of every run of the
+    same size and simulated data (FBP PSNR); today's 128 DDS gives the no-regression verdict."""
+    summary = _script().any_size_summary
+
+    def run(date, git, shape, rows):
+        return dict(_run(date, git, rows), shape=shape, cases={})
+
+    tv128 = run("2026-01-01T00:00:00", "aaa", [24, 128, 128],
+                [_row("fbp", 15.0), _row("sirt", 22.0), _row("tv", 25.0, lam_rel=2e-4),
+                 _row("dds", 27.6, "DDS (50 steps)", 50)])
+    dds128 = run("2026-01-02T00:00:00", "bbb", [24, 128, 128],
+                 [_row("fbp", 15.0), _row("sirt", 22.0), _row("dds", 27.4, "DDS (50 steps), prior body-ct", 50)])
+    tv256 = run("2026-01-03T00:00:00", "ccc", [12, 256, 256],
+                [_row("fbp", 13.0), _row("sirt", 21.0), _row("tv", 24.0, lam_rel=2e-4),
+                 _row("tv", 24.5, lam_rel=1e-4)])
+    other = run("2026-01-03T00:00:00", "ddd", [12, 256, 256], [_row("fbp", 12.0), _row("tv", 40.0, lam_rel=1e-4)])
+    dds256 = run("2026-01-04T00:00:00", "eee", [12, 256, 256],
+                 [_row("fbp", 13.0), _row("sirt", 21.0), _row("dds", 27.1, "DDS (50 steps), prior body-ct", 50)])
+    lines = summary([dds256, other, tv128, dds128, tv256]).splitlines()[2:]
+    assert len(lines) == 2
+    c128 = [c.strip() for c in lines[0].split("|")]
+    c256 = [c.strip() for c in lines[1].split("|")]
+    assert c128[1] == "128" and c128[6] == "25.00 (lam_rel 0.0002)" and c128[8] == "+2.40"
+    assert c128[10] == "-0.20 vs today's DDS (met: >= -0.3)"
+    assert c256[1] == "256" and c256[6] == "24.50 (lam_rel 0.0001)" and c256[8] == "+2.60"
+    assert c256[9] == "+2.5" and c256[10] == "met"

@@ -112,6 +112,17 @@ class Slab:
         finally:
             self.comm_seconds += time.perf_counter() - t0
 
+    def tensor_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of ``t`` over all ranks (``t`` itself when ``world == 1``), in the
+        backend's order: for tensors that need not be bit-exact across process counts, such as
+        the gradients of an adapter. Scalars of the solvers use the ordered per-slice sums of
+        :mod:`medrecon.distributed.reduce` instead."""
+        if not self.distributed:
+            return t
+        out = t.clone()
+        self._timed(dist.all_reduce, _real(out), op=dist.ReduceOp.SUM, group=self.group)
+        return out
+
     def max_int(self, value: int) -> int:
         """The largest ``value`` over all ranks (used to agree on stopping)."""
         if not self.distributed:

@@ -153,7 +153,7 @@ class Adaptation:
         if sigma < self.cfg.adapt_until_sigma:
             return rest
         start = time.perf_counter()
-        reduce = self.slab.sum if self.slab is not None else None
+        reduce = self.slab.tensor_sum if self.slab is not None else None
         value = 0.0
         with torch.enable_grad():
             for _ in range(self.cfg.adapt_steps):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from medrecon.prior.denoiser import Denoiser
+from medrecon.distributed.reduce import ordered_sum, slice_norm_sq
 from medrecon.samplers.common import prior_chunked, to_prior_batch
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def denoising_residual(denoiser: Denoiser, x: torch.Tensor, sigma: float = FIT_S
     lo = slab.lo if slab is not None and slab.distributed else 0
     chosen = sorted({round(k * (n - 1) / max(1, min(slices, n) - 1)) for k in range(min(slices, n))})
     mine = [k - lo for k in chosen if lo <= k < lo + int(x.shape[0])]
-    total = torch.zeros(2, dtype=torch.float64)
+    partials = torch.zeros((int(x.shape[0]), 2), dtype=torch.float64)   # per slice: sum of squares, count
     if mine:
         batch = to_prior_batch(x[mine])
         g = torch.Generator().manual_seed(seed)
@@ -83,9 +84,10 @@ def denoising_residual(denoiser: Denoiser, x: torch.Tensor, sigma: float = FIT_S
         rows = [per * chosen.index(k + lo) + j for k in mine for j in range(per)]
         noisy = batch + sigma * noise[rows].to(batch.device, batch.dtype)
         d = prior_chunked(denoiser, noisy, sigma, 8) - batch
-        total = torch.tensor([float((d.double() ** 2).sum()), float(d.numel())], dtype=torch.float64)
-    if slab is not None and slab.distributed:
-        total = slab.sum(total)
+        row_sq = slice_norm_sq(d).cpu().reshape(len(mine), per).sum(dim=1)
+        partials[mine, 0] = row_sq
+        partials[mine, 1] = float(d[0].numel() * per)
+    total = ordered_sum(partials, slab)   # in slice order: the same value on 1 or N processes
     return math.sqrt(float(total[0]) / max(float(total[1]), 1.0))
 
 
