@@ -163,28 +163,22 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
     """``(Volume or None, note)`` of a dataset; None with the reason when it is unavailable."""
     from medrecon.volume import Volume
 
-    if dataset in ("lung2", "brain2"):  # held-out real volumes: central slab, 128 x 128 whole field of view
-        from medrecon.datasets import real_volume, resample_volume, take_slab
+    real = {"lung2": ("real_volume('lung2')", ""), "brain2": ("real_volume('brain2')", ""),
+            # held-out part of the TotalSegmentator CT (axial k < 56), squared with air
+            "pelvis": ("abdomen_pelvis_slab('test') (axial k < 56)", ", padded with air (-1000 HU) to a square")}
+    if dataset in real:  # held-out real volumes: central slab, whole field of view resampled
+        from medrecon import datasets
         try:
-            volume = real_volume(dataset)
+            volume = (square_with_air(datasets.abdomen_pelvis_slab("test")) if dataset == "pelvis"
+                      else datasets.real_volume(dataset))
         except Exception as exc:  # noqa: BLE001 - the dataset is skipped with the reason
             return None, f"unavailable: {type(exc).__name__}: {exc}"
         z = min(volume.shape[0], shape[0])
         z0 = (volume.shape[0] - z) // 2
-        volume = resample_volume(take_slab(volume, z0, z0 + z), shape[1])
-        return volume, (f"medrecon.datasets.real_volume({dataset!r}) slices {z0}..{z0 + z - 1}, "
+        volume = datasets.resample_volume(datasets.take_slab(volume, z0, z0 + z), shape[1])
+        source, padding = real[dataset]
+        return volume, (f"medrecon.datasets.{source} slices {z0}..{z0 + z - 1}{padding}, "
                         f"resampled to {shape[1]} x {shape[1]}, shape {list(volume.shape)}")
-    if dataset == "pelvis":  # held-out part of the TotalSegmentator CT, squared with air, central slab
-        from medrecon.datasets import abdomen_pelvis_slab, resample_volume, take_slab
-        try:
-            volume = square_with_air(abdomen_pelvis_slab("test"))
-        except Exception as exc:  # noqa: BLE001 - the dataset is skipped with the reason
-            return None, f"unavailable: {type(exc).__name__}: {exc}"
-        z = min(volume.shape[0], shape[0])
-        z0 = (volume.shape[0] - z) // 2
-        volume = resample_volume(take_slab(volume, z0, z0 + z), shape[1])
-        return volume, (f"medrecon.datasets.abdomen_pelvis_slab('test') (axial k < 56) slices {z0}..{z0 + z - 1}, "
-                        f"padded with air (-1000 HU) to a square, resampled to {shape[1]} x {shape[1]}")
     if dataset == "phantom":
         from medrecon.phantoms import random_ellipsoids
         arr = random_ellipsoids(shape, seed=PHANTOM_SEED, contrast="ct")
