@@ -165,13 +165,19 @@ def _fastmri_nan(d, b):
             d / "out" / "r.nii.gz"], ["fm.h5", "kspace", "NaN"], None
 
 
-def _nan_prior(d, b):
+def _dds_with_damaged_prior(d, b, **damage):
+    """``(argv, prior folder)``: 2-step DDS on the 128x128 CT measurement with a copy of the
+    prior damaged by ``damage`` (see ``hostile_inputs.prior_copy``)."""
     (d / "in").mkdir(parents=True)
-    prior = H.prior_copy(d / "in" / "prior", poison="nan")
+    prior = H.prior_copy(d / "in" / "prior", **damage)
     shutil.copy(b.ct128, d / "in" / "ct.h5")
     return ["reconstruct", "--input", d / "in" / "ct.h5", "--method", "dds", "--prior", prior,
-            "--set", "steps=2", "--output", d / "out" / "r.nii.gz"], \
-        ["ema.safetensors", "non-finite", "NaN"], None
+            "--set", "steps=2", "--output", d / "out" / "r.nii.gz"], prior
+
+
+def _nan_prior(d, b):
+    argv, _ = _dds_with_damaged_prior(d, b, poison="nan")
+    return argv, ["ema.safetensors", "non-finite", "NaN"], None
 
 
 def _prior_window_mismatch(d, b):
@@ -502,12 +508,8 @@ def _complex_nifti_simulate(d, b):
 
 
 def _prior_other_family(d, b):
-    (d / "in").mkdir(parents=True)
-    prior = H.prior_copy(d / "in" / "prior", family="adm")
-    shutil.copy(b.ct128, d / "in" / "ct.h5")
-    return ["reconstruct", "--input", d / "in" / "ct.h5", "--method", "dds", "--prior", prior,
-            "--set", "steps=2", "--output", d / "out" / "r.nii.gz"], \
-        [str(prior / "model_card.json"), "'adm'"], None
+    argv, prior = _dds_with_damaged_prior(d, b, family="adm")
+    return argv, [str(prior / "model_card.json"), "'adm'"], None
 
 
 def _no_prior_fits(d, b):
