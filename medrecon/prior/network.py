@@ -10,12 +10,19 @@ target both have unit variance at every noise level. Prior units are a [0, 1] wi
 sees them centred (``x - 0.5``), which commutes with adding noise. The noise level enters MONAI's
 sinusoidal timestep embedding as ``c_noise`` = log(sigma) mapped linearly from
 [log sigma_min, log sigma_max] to [0, 1000], the range of DDPM timesteps that embedding is made for.
+
+A *slice-group* prior (``slice_group = C > 1``) denoises C slices at once, stacked as channels
+``[B, C, H, W]`` (C neighbouring axial slices, one noise level per group), so that each slice's
+estimate sees its neighbours along z. The distance between the group's slices (mm) enters as a
+class label added to the timestep embedding: class ``k`` stands for ``2^(k / 2)`` mm (half-octave
+bins, 1 mm to ``2^((z_classes - 1) / 2)`` mm), the nearest class in log spacing is used.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
@@ -40,6 +47,8 @@ class UNetConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     centre: float = 0.5
+    slice_group: int = 1             # C: slices per group (channels); 1 = an ordinary 2D prior
+    z_classes: int = 0               # group priors: number of half-octave slice-spacing classes
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -50,6 +59,12 @@ class UNetConfig:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^(levels - 1)")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError("need 0 < sigma_min < sigma_max")
+        if isinstance(self.slice_group, bool) or not isinstance(self.slice_group, int) or self.slice_group < 1:
+            raise ValueError(f"slice_group must be an integer >= 1, got {self.slice_group!r}")
+        if isinstance(self.z_classes, bool) or not isinstance(self.z_classes, int) or self.z_classes < 0:
+            raise ValueError(f"z_classes must be an integer >= 0, got {self.z_classes!r}")
+        if self.z_classes and self.slice_group == 1:
+            raise ValueError("z_classes (a slice-spacing input) needs slice_group > 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -65,8 +80,17 @@ class UNetConfig:
         return cls(**d)
 
 
+def z_spacing_class(spacing_mm: float, classes: int) -> int:
+    """The class of a slice spacing (mm): nearest half-octave ``2^(k / 2)`` mm, clamped to the
+    ``classes`` the network has."""
+    if not spacing_mm > 0:
+        raise ValueError(f"slice spacing must be > 0 mm, got {spacing_mm!r}")
+    return int(min(max(round(2.0 * math.log2(spacing_mm)), 0), classes - 1))
+
+
 class EDMUNetDenoiser(Denoiser):
-    """A sigma-conditioned denoiser ``[B, 1, H, W] -> [B, 1, H, W]`` in prior units."""
+    """A sigma-conditioned denoiser ``[B, C, H, W] -> [B, C, H, W]`` in prior units (C = 1 for
+    a 2D prior, ``slice_group`` for a slice-group prior)."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -78,10 +102,15 @@ class EDMUNetDenoiser(Denoiser):
         # 1.0 KB per pixel for channels[0] = 16, one 512 x 512 slice, CPU, no grad)
         self.bytes_per_pixel = 64 * config.channels[0]
         self.sigma_min, self.sigma_max = config.sigma_min, config.sigma_max
+        self.slice_group = config.slice_group
         self.net = DiffusionModelUNet(
-            spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels,
-            attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks,
-            num_head_channels=config.num_head_channels, norm_num_groups=config.norm_num_groups)
+            spatial_dims=2, in_channels=config.slice_group, out_channels=config.slice_group,
+            channels=config.channels, attention_levels=config.attention_levels,
+            num_res_blocks=config.num_res_blocks, num_head_channels=config.num_head_channels,
+            norm_num_groups=config.norm_num_groups, num_class_embeds=config.z_classes or None)
+        if config.z_classes:
+            # no spacing information at the start: a 2D prior's weights carry over unchanged
+            torch.nn.init.zeros_(self.net.class_embedding.weight)
         if not config.mid_attention:
             # a fully convolutional network: what it learns on crops is what it applies to whole slices
             self.net.middle_block.attention = torch.nn.Identity()
@@ -91,29 +120,45 @@ class EDMUNetDenoiser(Denoiser):
         lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
         return 1000.0 * (torch.log(sigma) - lo) / (hi - lo)
 
-    def raw(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def z_labels(self, z_spacing_mm: Optional[torch.Tensor | float], batch: int,
+                 device: torch.device) -> Optional[torch.Tensor]:
+        """Class labels ``[B]`` of the groups' slice spacings (None for a 2D prior)."""
+        if not self.config.z_classes:
+            return None
+        if z_spacing_mm is None:
+            raise ValueError("a slice-group prior needs the slice spacing (z_spacing_mm)")
+        values = torch.as_tensor(z_spacing_mm, dtype=torch.float64).reshape(-1).expand(batch)
+        return torch.tensor([z_spacing_class(float(v), self.config.z_classes) for v in values],
+                            dtype=torch.long, device=device)
+
+    def raw(self, x: torch.Tensor, sigma: torch.Tensor,
+            z_spacing_mm: Optional[torch.Tensor | float] = None) -> torch.Tensor:
         """``F(c_in (x - centre), c_noise)``: the network's own output (training target space)."""
         sd = self.config.sigma_data
         s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
         c_in = 1.0 / torch.sqrt(s**2 + sd**2)
-        return self.net((x - self.config.centre) * c_in, self.c_noise(sigma.to(x.dtype).reshape(-1)))
+        labels = self.z_labels(z_spacing_mm, x.shape[0], x.device)
+        return self.net((x - self.config.centre) * c_in, self.c_noise(sigma.to(x.dtype).reshape(-1)),
+                        class_labels=labels)
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, H, W]`` of any H, W: padded (edge values repeated) to a multiple of
-        ``size_multiple`` for the network, cropped back after."""
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor,
+                z_spacing_mm: Optional[torch.Tensor | float] = None) -> torch.Tensor:
+        """``[B, C, H, W]`` of any H, W: padded (edge values repeated) to a multiple of
+        ``size_multiple`` for the network, cropped back after; ``z_spacing_mm`` (group priors):
+        the distance between a group's slices, one value or ``[B]``."""
         h, w = x.shape[-2:]
         m = self.size_multiple
         ph, pw = -h % m, -w % m
         if ph or pw:
             padded = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-            return self.denoise(padded, sigma)[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+            return self.denoise(padded, sigma, z_spacing_mm)[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         sd = self.config.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / torch.sqrt(s**2 + sd**2)
         xc = x - self.config.centre
-        return self.config.centre + c_skip * xc + c_out * self.raw(x, sigma)
+        return self.config.centre + c_skip * xc + c_out * self.raw(x, sigma, z_spacing_mm)
 
 
 def build(config: dict | UNetConfig) -> EDMUNetDenoiser:

@@ -28,6 +28,7 @@ from medrecon.progress import tqdm
 from medrecon.io.jsonio import json_text
 from medrecon.prior.data import SliceSet, draw_batch, draw_multiscale_batch
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
+from medrecon.prior.slice_groups import draw_group_batch, validation_groups
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class TrainConfig:
     max_zoom: float = 0.0            # isotropic zoom augmentation, factor in [1/(1+z), 1+z]
     crop: int = 0                    # train on random crop x crop windows (0: whole slices)
     pixel_spacings: list = field(default_factory=list)  # mm; multi-scale training levels (sample sets)
+    z_strides: list = field(default_factory=lambda: [1])  # slice-group priors: strides along z
     checkpoint_every: int = 200
     val_every: int = 500
     seed: int = 0
@@ -69,6 +71,13 @@ class TrainConfig:
             raise ValueError(f"pixel_spacings must be a list of positive numbers (mm), got {spacings!r}")
         if spacings and not config.crop:
             raise ValueError("pixel_spacings (multi-scale training) needs crop > 0")
+        strides = config.z_strides
+        if not isinstance(strides, list) or not strides or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in strides):
+            raise ValueError(f"z_strides must be a non-empty list of integers >= 1, got {strides!r}")
+        if config.network.slice_group > 1 and not spacings:
+            raise ValueError("a slice-group prior (network.slice_group > 1) is trained multi-scale: "
+                             "give pixel_spacings and crop")
         decay, final = config.lr_decay_steps, config.lr_final
         if isinstance(decay, bool) or not isinstance(decay, int) or decay < 0:
             raise ValueError(f"lr_decay_steps must be an integer >= 0, got {decay!r}")
@@ -90,17 +99,19 @@ class RawNet(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.model.raw(x, sigma)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                z_spacing_mm: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model.raw(x, sigma, z_spacing_mm)
 
 
 def edm_loss(model: EDMUNetDenoiser, x0: torch.Tensor, generator: torch.Generator, p_mean: float,
-             p_std: float, raw: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
-             ) -> torch.Tensor:
-    """EDM denoising loss of a batch ``[B, 1, H, W]`` in prior units (noise drawn from ``generator``).
+             p_std: float, raw: Optional[Callable[..., torch.Tensor]] = None,
+             z_spacing_mm: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """EDM denoising loss of a batch ``[B, C, H, W]`` in prior units (noise drawn from
+    ``generator``; one sigma per group of C slices).
 
     ``raw`` computes the network output (default ``model.raw``; a DDP-wrapped :class:`RawNet`
-    when distributed)."""
+    when distributed); ``z_spacing_mm`` ``[B]``: the groups' slice spacings (group priors)."""
     b = x0.shape[0]
     sigma = torch.exp(p_mean + p_std * torch.randn(b, generator=generator)).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -111,7 +122,26 @@ def edm_loss(model: EDMUNetDenoiser, x0: torch.Tensor, generator: torch.Generato
     c_out = s * sd / torch.sqrt(s**2 + sd**2)
     centre = model.config.centre
     target = ((x0 - centre) - c_skip * (x - centre)) / c_out
-    return (((raw or model.raw)(x, sigma) - target) ** 2).mean()
+    return (((raw or model.raw)(x, sigma, z_spacing_mm) - target) ** 2).mean()
+
+
+def inflate_to_group(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A 2D prior's weights fitted to a slice-group network of C channels: the first
+    convolution's single input channel goes to the centre slice (the others start at 0) and the
+    last convolution's single output channel is repeated for every slice, so the group network
+    starts as the 2D prior applied to the centre slice. Other tensors are returned unchanged."""
+    out = dict(source)
+    for k, t in source.items():
+        want = tuple(target[k].shape) if k in target else None
+        if want is None or tuple(t.shape) == want or t.dim() != len(want):
+            continue
+        if t.dim() == 4 and t.shape[1] == 1 and want[1] > 1 and (t.shape[0],) + tuple(t.shape[2:]) == (want[0],) + want[2:]:
+            grown = torch.zeros(want, dtype=t.dtype)
+            grown[:, want[1] // 2] = t[:, 0]
+            out[k] = grown
+        elif t.shape[0] == 1 and want[0] > 1 and tuple(t.shape[1:]) == want[1:]:
+            out[k] = t.expand(want).clone()
+    return out
 
 
 def _rank_world() -> tuple[int, int]:
@@ -171,14 +201,20 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.learning_rate()
         gen = self._generator(0)
-        if self.data.levels:
+        z_spacing = None
+        if cfg.network.slice_group > 1:
+            x0, z_spacing = draw_group_batch(self.data.stacks, cfg.batch_size // self.world, gen, cfg.crop,
+                                             cfg.network.slice_group, cfg.z_strides, cfg.max_rotation_deg,
+                                             cfg.max_zoom)
+            x0 = x0.to(self.device)
+        elif self.data.levels:
             x0 = draw_multiscale_batch(self.data.levels, cfg.batch_size // self.world, gen, cfg.crop,
                                        cfg.max_rotation_deg, cfg.max_zoom).to(self.device)
         else:
             x0 = draw_batch(self.data.train, cfg.batch_size // self.world, gen, cfg.max_rotation_deg,
                             cfg.crop, cfg.max_zoom).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = edm_loss(self.model, x0, gen, cfg.p_mean, cfg.p_std, raw=self.raw)
+            loss = edm_loss(self.model, x0, gen, cfg.p_mean, cfg.p_std, raw=self.raw, z_spacing_mm=z_spacing)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
@@ -199,6 +235,12 @@ class Trainer:
     def validation_loss(self, n: int = 32) -> float:
         """EMA model's EDM loss on fixed validation slices and noise (seed fixed, no augmentation)."""
         gen = torch.Generator().manual_seed(12345)
+        group = self.config.network.slice_group
+        if group > 1:
+            groups, spacing = validation_groups(self.data.val_stacks, group, 2 * self.config.crop)
+            idx = torch.randint(0, groups.shape[0], (n,), generator=gen)
+            return float(edm_loss(self.ema, groups[idx].to(self.device), gen, self.config.p_mean,
+                                  self.config.p_std, z_spacing_mm=spacing[idx]))
         idx = torch.randint(0, self.data.val.shape[0], (n,), generator=gen)
         x0 = self.data.val[idx][:, None].to(self.device)
         return float(edm_loss(self.ema, x0, gen, self.config.p_mean, self.config.p_std))
@@ -242,6 +284,7 @@ class Trainer:
         require_finite_tensors(raw.items(), str(raw_path))
         require_finite_tensors(ema.items(), str(ema_path))
         own = self.model.state_dict()
+        raw, ema = inflate_to_group(raw, own), inflate_to_group(ema, own)
         copied = [k for k in own if k in raw and tuple(raw[k].shape) == tuple(own[k].shape)]
         if not copied:
             from medrecon.errors import DataError

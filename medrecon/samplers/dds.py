@@ -53,6 +53,7 @@ from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Ten
                                       problem_identity, real_dtype,
                                       run_steps, sampler_identity, to_prior_batch, volume_shape)
 from medrecon.samplers.config import DdsConfig, with_overrides
+from medrecon.samplers.group import group_denoise, group_starts
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
                                          sigma_from_alpha_bar, vp_alpha_bars)
@@ -87,6 +88,26 @@ def ddim_update(x0: torch.Tensor, eps: torch.Tensor, sigma_next: float, eta: flo
     if eta > 0:
         out = out + (sigma_next * eta) * z
     return out
+
+
+def check_group_problem(cfg: DdsConfig, op: LinearOperator, group: int, n_slices: int) -> None:
+    """Refuse what a slice-group prior cannot do: complex (MRI) images, adaptation, no spacing,
+    fewer slices than a group."""
+    if op.in_dtype.is_complex:
+        raise UserError("slice-group priors denoise real (CT) images; use a 2D prior for MRI")
+    if cfg.adapt:
+        raise UserError("adapt=true is not available with a slice-group prior")
+    if not cfg.z_spacing_mm > 0:
+        raise UserError("a slice-group prior needs the slice spacing: set z_spacing_mm (mm)")
+    group_starts(n_slices, group, cfg.group_combine)
+
+
+def nfe_per_slice(cfg: DdsConfig, group: int, n_slices: int) -> float:
+    """Network calls per slice of the whole run (a group of C slices is one call)."""
+    if group == 1:
+        return float(cfg.steps)
+    calls = sum(len(group_starts(n_slices, group, cfg.group_combine, i)) for i in range(cfg.steps))
+    return calls / n_slices
 
 
 class DataConsistency:
@@ -179,6 +200,9 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     elif x_init is not None:
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
     denoiser = denoiser.to(device).eval()
+    group = int(getattr(denoiser, "slice_group", 1))
+    if group > 1:
+        check_group_problem(cfg, op, group, slab.n if slab is not None else n)
     precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
@@ -216,7 +240,11 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
             t = adaptation.step(t, max(sigmas[i], sig_floor))
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
-            x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk, precision=precision)
+            if group > 1:
+                x0r = group_denoise(net, xr, max(sigma, sig_floor), cfg.z_spacing_mm, cfg.group_combine,
+                                    i, cfg.chunk, precision, slab)
+            else:
+                x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk, precision=precision)
         eps = (xr - x0r) / sigma
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
@@ -239,7 +267,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                                   device, options, slab)
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
-            "nfe_per_slice": cfg.steps, "timesteps": ts, "sigma_first": sigmas[0],
+            "nfe_per_slice": nfe_per_slice(cfg, group, slab.n if slab is not None else n),
+            "timesteps": ts, "sigma_first": sigmas[0],
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
             "residual": data_residual(op, x, y, y_norm, slab),

@@ -88,6 +88,8 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         imap = prior_map_for_measurement(measurement, card, op, y)
     y_p = imap.data_to_prior(op, y)
     cfg = with_overrides(cfg, **overrides)
+    if int(getattr(denoiser, "slice_group", 1)) > 1:
+        cfg = group_settings(method, cfg, card, measurement)
     noise_working = 0.0
     if method == "dds":  # the noise level in working units (given, or recorded) -> prior units
         noise_working = cfg.noise_sigma or (recorded_noise_sigma(measurement) if measurement else 0.0)
@@ -112,7 +114,8 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     fit = None
     if card is not None and measurement is not None:
         check_prior_fit(common.get("x_init"), op, y_p, card, slab)
-        if common.get("x_init") is not None:   # issue 24: does the prior fit? (prior_fit.py)
+        if common.get("x_init") is not None and int(getattr(denoiser, "slice_group", 1)) == 1:
+            # issue 24: does the prior fit? (prior_fit.py; 2D priors)
             fit = prior_fit(denoiser, common["x_init"], card, slab)
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
@@ -126,6 +129,25 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                            "time_warm_start": warm_seconds, "noise_sigma_working": noise_working,
                            "intensity_map": [imap.lo, imap.scale], "runs": post.infos,
                            "prior_fit": fit})
+
+
+def group_settings(method: str, cfg: SamplerConfig, card: Any, measurement: Any) -> SamplerConfig:
+    """A slice-group prior's DDS settings: the slice spacing from the measurement's volume when
+    not given, and a warning when it lies outside the spacings the prior was trained on."""
+    if method != "dds":
+        raise UserError(f"slice-group priors run with dds only, not {method}")
+    spacing = float(cfg.z_spacing_mm)
+    if not spacing > 0 and measurement is not None:
+        recorded = (getattr(measurement, "attrs", {}).get("volume") or {}).get("spacing")
+        if recorded:
+            spacing = float(recorded[0])
+            cfg = with_overrides(cfg, z_spacing_mm=spacing)
+    trained = ((card or {}).get("slice_group") or {}).get("z_spacing_mm")
+    if trained and spacing > 0 and not trained[0] * 0.98 <= spacing <= trained[1] * 1.02:
+        log.warning("prior %r was trained on slice groups %g-%g mm apart; these slices are %g mm "
+                    "apart: expect a degraded result", (card or {}).get("name", "?"), trained[0],
+                    trained[1], spacing)
+    return cfg
 
 
 def check_resume_first(method: str, op: LinearOperator, y_prior: torch.Tensor,
