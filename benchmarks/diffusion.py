@@ -105,6 +105,9 @@ MRI_NOISE_SIGMA = 0.02               # complex Gaussian k-space noise of the "no
 HELD_OUT_CT = (("lung2", "chest-ct"), ("chest-ct", "chest-ct"))
 # the pelvis of the TotalSegmentator CT (axial slices k < 56): anatomy no prior was trained on
 EXTRA_HELD_OUT_CT = (("pelvis", "chest-ct"),)
+# development cases, run only when named: training volumes (lung1, the abdomen part of the
+# TotalSegmentator CT), where sampler settings may be chosen (never on the held-out cases)
+DEV_CT = (("dev-lung1", "body-ct"), ("dev-abdomen", "body-ct"))
 HELD_OUT_MR = (("x8-u1d", "CS-MRI x8 uniform 1D, 8 coils, noiseless", {"acceleration": 8.0, "mask": "uniform1d"}),
                ("x8-u1d-noisy", f"CS-MRI x8 uniform 1D, 8 coils, k-space noise sigma {MRI_NOISE_SIGMA:g}",
                 {"acceleration": 8.0, "mask": "uniform1d", "sigma": MRI_NOISE_SIGMA}))
@@ -125,7 +128,7 @@ def make_cases(quick: bool, legacy: bool = False, named: Optional[list[str]] = N
             cases.append(Case(f"brain-mri-{key}", f"brain-mri: {label}", "brain-mri", "cs-mri",
                               "brain-mri", opts))
         return cases
-    for dataset, prior in HELD_OUT_CT + (EXTRA_HELD_OUT_CT if named else ()):
+    for dataset, prior in HELD_OUT_CT + (EXTRA_HELD_OUT_CT + DEV_CT if named else ()):
         for key, label, task, opts in CT_CASES + (EXTRA_CT_CASES if named else ()):
             cases.append(Case(f"{dataset}-{key}", f"{dataset}: {label}", dataset, task, prior, opts))
     for key, label, opts in HELD_OUT_MR:
@@ -165,12 +168,16 @@ def load_volume(dataset: str, shape: tuple[int, int, int]) -> tuple[Any, str]:
 
     real = {"lung2": ("real_volume('lung2')", ""), "brain2": ("real_volume('brain2')", ""),
             # held-out part of the TotalSegmentator CT (axial k < 56), squared with air
-            "pelvis": ("abdomen_pelvis_slab('test') (axial k < 56)", ", padded with air (-1000 HU) to a square")}
-    if dataset in real:  # held-out real volumes: central slab, whole field of view resampled
+            "pelvis": ("abdomen_pelvis_slab('test') (axial k < 56)", ", padded with air (-1000 HU) to a square"),
+            "dev-lung1": ("real_volume('lung1') (a training volume: development only)", ""),
+            "dev-abdomen": ("abdomen_pelvis_slab('train') (axial k >= 60, training part: development only)",
+                            ", padded with air (-1000 HU) to a square")}
+    if dataset in real:  # real volumes: central slab, whole field of view resampled
         from medrecon import datasets
         try:
-            volume = (square_with_air(datasets.abdomen_pelvis_slab("test")) if dataset == "pelvis"
-                      else datasets.real_volume(dataset))
+            volume = (square_with_air(datasets.abdomen_pelvis_slab("test")) if dataset == "pelvis" else
+                      square_with_air(datasets.abdomen_pelvis_slab("train")) if dataset == "dev-abdomen" else
+                      datasets.real_volume(dataset.removeprefix("dev-")))
         except Exception as exc:  # noqa: BLE001 - the dataset is skipped with the reason
             return None, f"unavailable: {type(exc).__name__}: {exc}"
         z = min(volume.shape[0], shape[0])

@@ -13,6 +13,8 @@ Sources (all produced by commands in this repository, which the tables name):
   (:func:`diffusion_summary`)
 - ``any-size-summary``: the resolution benchmarks (128, 256, 512 pixels) from
   benchmarks/results/any-size-*/diffusion.json (:func:`any_size_summary`)
+- ``z-coupling-summary``: DDS with TV-z against correlated noise and the slice-group prior from
+  benchmarks/results/z-coupling-*/ and any-size-128-*/diffusion.json (:func:`z_coupling_summary`)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -189,6 +191,61 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
     return "\n".join(lines)
 
 
+def z_coupling_summary(runs: Optional[list[dict]] = None) -> str:
+    """One line per (case, DDS variant) of the z-coupling benchmark: today's 2D DDS + TV-z
+    (``DDS (50 steps), prior body-ct`` of any run), correlated re-noising and the slice-group
+    prior (benchmarks/results/z-coupling-*/diffusion.json), per plane, with the change against
+    today's DDS on the same simulated data (matched by the FBP PSNR), network calls per slice
+    and time; issue 20's verdict on the 8-view lung2 and chest cases."""
+    results = REPO / "benchmarks" / "results"
+    if runs is None:
+        runs = [json.loads(p.read_text()) for p in sorted(results.glob("z-coupling-*/diffusion.json"))
+                + sorted(results.glob("any-size-128-*/diffusion.json"))]
+    runs = [r for r in sorted(runs, key=lambda r: r["date"]) if r["shape"] == [24, 128, 128]]
+    fbp = {}
+    for run in runs:
+        for r in run["rows"]:
+            if r["method"] == "fbp" and "error" not in r:
+                fbp.setdefault(r["case"], r["psnr"])
+    rows: dict[str, dict[str, tuple[dict, dict]]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            if r["method"] != "dds" or "error" in r or r["case"] not in fbp:
+                continue
+            same = any(f["case"] == r["case"] and f["method"] == "fbp" and abs(f["psnr"] - fbp[r["case"]]) < 5e-3
+                       for f in run["rows"]) or not any(f["method"] == "fbp" for f in run["rows"])
+            if same and r["row"].startswith("DDS (50 steps), prior body-ct"):
+                rows.setdefault(r["case"], {})[r["row"].removeprefix("DDS (50 steps), ")] = (r, run)
+    order = [f"{d}-{t}" for d in ("lung2", "chest-ct", "pelvis") for t in ("sv8", "sv4", "la90")]
+    lines = ["| case | DDS variant (50 steps) | PSNR | SSIM | axial | coronal | sagittal | "
+             "change vs today (all / cor / sag) | NFE/slice | time (s) | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for key in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k)):
+        variants = rows[key]
+        today = variants.get("prior body-ct")
+        coupled = [v for name, v in variants.items() if name != "prior body-ct"]
+        best = max(coupled, key=lambda v: v[0]["psnr"]) if coupled else None
+        for name, (r, run) in variants.items():
+            p = {k: r["planes"][k]["psnr"] for k in ("axial", "coronal", "sagittal")}
+            change = verdict = ""
+            if today is not None and name != "prior body-ct":
+                t = today[0]
+                d = (r["psnr"] - t["psnr"], p["coronal"] - t["planes"]["coronal"]["psnr"],
+                     p["sagittal"] - t["planes"]["sagittal"]["psnr"])
+                change = " / ".join(f"{v:+.2f}" for v in d)
+                if best is not None and r is best[0]:
+                    if key in ("lung2-sv8", "chest-ct-sv8"):
+                        ok = d[0] >= 0.5 and d[1] >= 1.0 and d[2] >= 1.0
+                        verdict = "best: " + ("met" if ok else "not met") + " (+0.5 / +1.0 / +1.0)"
+                    else:
+                        verdict = "best: " + ("met" if d[0] >= -0.2 else "not met") + " (>= -0.2)"
+            nfe = float(r["nfe_per_slice"])
+            lines.append(f"| {r['label']} | {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {p['axial']:.2f} | "
+                         f"{p['coronal']:.2f} | {p['sagittal']:.2f} | {change} | {nfe:.1f} | "
+                         f"{r['seconds']:.0f} | {verdict} |")
+    return "\n".join(lines)
+
+
 _COMMAND = re.compile(r"(^|`)(python|medrecon) ", re.M)
 
 
@@ -222,7 +279,8 @@ def main() -> int:
                "demo": benchmark_table, "noise_weight": benchmark_table,
                "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary(),
-               "any-size-summary": lambda _: any_size_summary()}
+               "any-size-summary": lambda _: any_size_summary(),
+               "z-coupling-summary": lambda _: z_coupling_summary()}
     cache: dict[str, str] = {}
     cached = {name: (lambda n, make=make: cache.setdefault(n, make(n))) for name, make in sources.items()}
     for path in targets():

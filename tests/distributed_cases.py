@@ -79,6 +79,10 @@ def slab_results(rank: int, world: int, network: bool = False) -> dict:
                                                 chunk=3, boundary="circular", slab=slab).x
     post = reconstruct("dds", op, y, den, None, steps=3, seed=4, samples=2, slab=slab)
     out["ct-dds-posterior-mean"], out["ct-dds-posterior-std"] = post.x, post.std
+    # a slice-group prior (3 slices per group, a small seeded UNet): groups at slab borders are
+    # computed by both ranks from the gathered batch, one group per network call
+    out["ct-dds-slice-groups"] = dds(op, y, group_network(), steps=3, seed=7, z_spacing_mm=5.0,
+                                     group_combine="tile", chunk=1, slab=slab).x
 
     mri = mri_measurement(per_slice_maps=False)
     part, op, y = _local(mri, slab)
@@ -113,6 +117,17 @@ def slab_results(rank: int, world: int, network: bool = False) -> dict:
                                                                   "seed": 1, "chunk": 1},
                                                     backend="torch", slab=slab)
     return {"slices": list(hi_lo(slab)), "results": {k: v.detach().cpu() for k, v in out.items()}}
+
+
+def group_network():
+    """A small untrained slice-group prior (3 slices, seeded weights) for 32 x 32 slices."""
+    from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
+
+    torch.manual_seed(0)
+    net = EDMUNetDenoiser(UNetConfig(image_size=32, channels=(8, 8), attention_levels=(False, False),
+                                     mid_attention=False, num_head_channels=8, norm_num_groups=4,
+                                     slice_group=3, z_classes=10))
+    return net.eval().requires_grad_(False)
 
 
 def hi_lo(slab) -> tuple[int, int]:

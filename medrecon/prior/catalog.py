@@ -127,6 +127,8 @@ class PriorInfo:
     parameters: Optional[int]
     training: str          # the training data in short
     shipped: bool
+    slice_group: int = 1   # slices per group (1: a 2D prior)
+    z_spacing_mm: Optional[tuple[float, float]] = None   # group priors: trained slice spacings
 
 
 def _training_summary(card: dict) -> str:
@@ -146,7 +148,9 @@ def prior_info(path: str | Path, shipped: bool = False) -> PriorInfo:
     return PriorInfo(name=str(card["name"]), path=str(path), modality=prior_modality(card) or "a.u.",
                      units=str((card.get("intensity") or {}).get("units", "?")), pixel_spacing_mm=bounds,
                      image_size=int(card["image_size"]), any_image_size=any_image_size(card),
-                     parameters=card.get("parameters"), training=_training_summary(card), shipped=shipped)
+                     parameters=card.get("parameters"), training=_training_summary(card), shipped=shipped,
+                     slice_group=int((card.get("slice_group") or {}).get("channels", 1)),
+                     z_spacing_mm=tuple((card.get("slice_group") or {}).get("z_spacing_mm") or ()) or None)
 
 
 def list_priors(extra: Sequence[str | Path] = ()) -> list[PriorInfo]:
@@ -159,6 +163,8 @@ def format_prior_line(p: PriorInfo) -> str:
     """One line: name, modality, units, pixel spacing, size, parameters, training data."""
     spacing = f"{p.pixel_spacing_mm[0]:g}-{p.pixel_spacing_mm[1]:g} mm" if p.pixel_spacing_mm else "-"
     size = "any size" if p.any_image_size else f"{p.image_size}x{p.image_size} only"
+    if p.slice_group > 1 and p.z_spacing_mm:
+        size += f", groups of {p.slice_group} slices {p.z_spacing_mm[0]:g}-{p.z_spacing_mm[1]:g} mm apart"
     params = f"{p.parameters / 1e6:.2f} M" if isinstance(p.parameters, int) else "?"
     training = p.training if len(p.training) <= 70 else p.training[:67] + "..."
     return (f"{p.name:<12} {p.modality:<4} {p.units:<10} pixels {spacing:<14} {size:<14} "
