@@ -152,3 +152,37 @@ def test_group_recipes_are_validated() -> None:
         UNetConfig(z_classes=4)
     with pytest.raises(UserError, match="group_combine"):
         DdsConfig(group_combine="sum")
+
+
+def test_group_settings_take_the_measured_spacing_and_warn_outside_the_trained_range(caplog) -> None:
+    from types import SimpleNamespace
+
+    from medrecon.samplers.run import group_settings
+
+    card = {"name": "g", "slice_group": {"channels": 3, "z_spacing_mm": [3.0, 15.0]}}
+    thin = SimpleNamespace(attrs={"volume": {"spacing": [1.5, 2.0, 2.0]}})
+    with caplog.at_level("WARNING"):
+        cfg = group_settings("dds", DdsConfig(), card, thin)
+    assert cfg.z_spacing_mm == 1.5
+    assert "3-15 mm" in caplog.text and "1.5 mm" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        cfg = group_settings("dds", DdsConfig(z_spacing_mm=5.0), card, thin)   # given: kept
+    assert cfg.z_spacing_mm == 5.0 and not caplog.text
+    with pytest.raises(UserError, match="dds only"):
+        group_settings("mbir", DdsConfig(), card, thin)
+
+
+def test_dds_refuses_what_a_group_prior_cannot_do() -> None:
+    from medrecon.samplers.dds import check_group_problem
+
+    class Op:
+        in_dtype = torch.complex64
+
+    with pytest.raises(UserError, match="real"):
+        check_group_problem(DdsConfig(z_spacing_mm=5.0), Op(), 3, 8)
+    Op.in_dtype = torch.float32
+    with pytest.raises(UserError, match="z_spacing_mm"):
+        check_group_problem(DdsConfig(), Op(), 3, 8)
+    with pytest.raises(UserError, match="adapt"):
+        check_group_problem(DdsConfig(z_spacing_mm=5.0, adapt=True), Op(), 3, 8)
