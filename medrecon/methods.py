@@ -19,7 +19,7 @@ from medrecon.errors import UserError
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
 from medrecon.solvers import classical
-from medrecon.io.checks import require_finite
+from medrecon.checks import require_finite
 from medrecon.progress import labelled, stage
 from medrecon.solvers.classical import tv_reconstruction
 from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,

@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 def check_slices(data, where: str) -> None:
     """Refuse training slices that cannot train anything: none, non-finite or constant."""
     from medrecon.errors import DataError
-    from medrecon.io.checks import require_finite
+    from medrecon.checks import require_finite
 
     for name, slices in (("training", data.train), ("validation", data.val)):
         if slices.ndim != 3 or slices.shape[0] < 1:
@@ -234,7 +234,7 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
     import torch
 
     from medrecon.errors import DataError, UserError
-    from medrecon.io.checks import require_finite_tensors
+    from medrecon.checks import require_finite_tensors
     from medrecon.prior.checkpoint import save_prior
     from medrecon.prior.data import pixel_spacing_range
     from medrecon.prior.network import FAMILY

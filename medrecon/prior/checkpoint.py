@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from medrecon.errors import DataError, UserError
-from medrecon.io.checks import require_finite_tensors
+from medrecon.checks import require_finite_tensors
 from medrecon.prior.card import (CARD, FORMAT, REQUIRED, SHIPPED_DIR, card_summary, read_card,
                                  resolve, save_prior, shipped_priors)
 from medrecon.prior.denoiser import Denoiser
