@@ -129,6 +129,7 @@ def _register_diffusion() -> None:
 def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Callable[..., torch.Tensor]:
     def run(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any, progress: bool,
             device: str | torch.device, slab: Optional["Slab"] = None) -> torch.Tensor:
+        import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
         from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
         from medrecon.samplers.run import reconstruct, tv_warm_start

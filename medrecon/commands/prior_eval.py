@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medrecon.device import resolve_device
     from medrecon.provenance import provenance, write_json
+    import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
