@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
                         "train slices), 'ct-sample-set' (chest) / 'body-ct-sample-set' (chest and abdomen) / "
                         "'mr-sample-set' (all training sample volumes of a modality, "
-                        "medrecon.prior.data.sample_training_set), or NIfTI / NRRD files / "
+                        "medrecon.training_sets.sample_training_set), or NIfTI / NRRD files / "
                         "DICOM series directories")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="with --data MANIFEST.yaml: the folder holding the dataset's files (verified first)")
@@ -71,6 +71,7 @@ def load_data(args: argparse.Namespace, config):
     """The SliceSet for ``--data`` (under the recipe ``config``) and its (provenance, licence)."""
     from medrecon import datasets
     from medrecon.errors import UserError
+    from medrecon.io import load_volume
     from medrecon.prior.data import SliceSet, from_phantoms, from_volumes, windowed_slices
 
     size = config.network.image_size
@@ -81,7 +82,7 @@ def load_data(args: argparse.Namespace, config):
     if kind == "phantoms":
         return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
     if kind in SAMPLE_SETS:
-        from medrecon.prior.data import sample_training_set
+        from medrecon.training_sets import sample_training_set
         data = sample_training_set(SAMPLE_SETS[kind], size, spacings=config.pixel_spacings, crop=config.crop)
         return data, ("sample volumes listed in training.data (package, version, SHA-256, slices); held out: "
                       + data.provenance["held_out"], "per volume, see training.data")
@@ -97,7 +98,7 @@ def load_data(args: argparse.Namespace, config):
         return data, PROVENANCE[kind]
     if kind is not None and kind.endswith((".yaml", ".yml")):
         return _from_manifest(args, size)
-    data = from_volumes(args.data, size, window=args.window)
+    data = from_volumes(args.data, [load_volume(p) for p in args.data], size, window=args.window)
     return data, (args.provenance or "user data: " + ", ".join(args.data), args.licence or "not stated")
 
 
@@ -106,6 +107,7 @@ def _from_manifest(args: argparse.Namespace, size: int):
     as volumes and DICOM files as one series list. Provenance and licence come from the manifest."""
     from medrecon.errors import UserError
     from medrecon.io.manifest import glob_group, load_manifest, verify_manifest
+    from medrecon.io import load_volume
     from medrecon.prior.data import from_volumes
 
     if not args.data_root:
@@ -123,7 +125,7 @@ def _from_manifest(args: argparse.Namespace, size: int):
     volumes = nifti + ([dicom] if dicom else [])
     if not volumes:
         raise UserError(f"{args.data[0]}: the manifest lists no NIfTI or DICOM files")
-    data = from_volumes(volumes, size, window=args.window)
+    data = from_volumes(volumes, [load_volume(p) for p in volumes], size, window=args.window)
     return data, (f"{manifest.title} (manifest {manifest.name})", manifest.licence.get("name", "not stated")
                   if isinstance(manifest.licence, dict) else str(manifest.licence))
 
