@@ -104,6 +104,7 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
     from diffusion import working_reference
     from medrecon.config import make_settings
     from medrecon.methods import run_method
+    import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.samplers.config import config_for_task
     from medrecon.samplers.run import reconstruct
@@ -158,6 +159,7 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
 def fit_statistics(key: str, args: argparse.Namespace, sigmas=(0.05, 0.1, 0.2, 0.4)) -> dict:
     """The denoising residual of the prior on the case's TV warm start at several sigmas, and its
     ratio to the prior's recorded denoising RMSE (:mod:`medrecon.samplers.prior_fit`)."""
+    import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.samplers.intensity import prior_map_for_measurement
     from medrecon.samplers.prior_fit import denoising_residual, reference_rmse

@@ -270,6 +270,7 @@ def _load_denoiser(prior: str, device: str, factory: Optional[str]) -> Any:
     if factory:
         module, _, func = factory.partition(":")
         return getattr(importlib.import_module(module), func)(prior, device)
+    import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     return load_prior(prior, device=device)
 

@@ -62,7 +62,7 @@ def rank_run(rank: int, world: int, job: dict) -> dict:
     """One rank's reconstruction of its slab; timings, memory and the slab itself."""
     import torch
 
-    from medrecon.distributed.runner import split_measurement
+    from medrecon.slab_driver import split_measurement
     from medrecon.distributed.slab import Slab
     from medrecon.methods import run_method
     from medrecon.tasks import build_operator

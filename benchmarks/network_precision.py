@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
 from medrecon.prior.checkpoint import load_prior
 from medrecon.prior.precision import FAST_BF16_CPU_FLAGS, cpu_flags, resolve_precision
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
 from dataclasses import dataclass
 
 from medrecon.errors import DataError, UserError
+from medrecon.resample import resample_slices
 from medrecon.volume import Volume, reslice_axial
 
 CHEST_CT_TRAIN = range(1, 41)
@@ -138,20 +138,6 @@ def data_root() -> Path:
 def chest_ct_dir(root: Optional[str | Path] = None) -> Path:
     """Folder holding ``1-01.dcm`` .. ``1-64.dcm`` (``ROOT/chest-ct``)."""
     return Path(root) if root is not None else data_root() / "chest-ct"
-
-
-def resample_slices(array: np.ndarray, size: int) -> np.ndarray:
-    """Resample every axial slice of ``[Z, Y, X]`` to ``[Z, size, size]``: block means for integer
-    reduction factors (each new pixel averages the old pixels it covers), otherwise antialiased
-    bilinear interpolation."""
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[:, None]
-    y, x = array.shape[1:]
-    if y % size == 0 and x % size == 0:
-        out = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
-    else:
-        out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
-                                              align_corners=False)
-    return out[:, 0].numpy()
 
 
 def select_files(volume: Volume, numbers: Sequence[int], pattern: re.Pattern = _CHEST_NAME) -> Volume:

@@ -19,7 +19,7 @@ from medrecon.errors import UserError
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
 from medrecon.solvers import classical
-from medrecon.io.checks import require_finite
+from medrecon.checks import require_finite
 from medrecon.progress import labelled, stage
 from medrecon.solvers.classical import tv_reconstruction
 from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,
@@ -129,6 +129,7 @@ def _register_diffusion() -> None:
 def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Callable[..., torch.Tensor]:
     def run(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any, progress: bool,
             device: str | torch.device, slab: Optional["Slab"] = None) -> torch.Tensor:
+        import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
         from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
         from medrecon.samplers.run import reconstruct, tv_warm_start

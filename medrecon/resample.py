@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Optional
 
 import numpy as np
+import torch
 
 from medrecon.errors import UserError
 from medrecon.volume import Volume
@@ -120,3 +121,17 @@ def resample_onto(source: Volume, shape: tuple[int, int, int], affine: np.ndarra
 
 
 __all__ = ["resample_onto", "grid_coordinates", "outside_reason"]
+
+
+def resample_slices(array: np.ndarray, size: int) -> np.ndarray:
+    """Resample every axial slice of ``[Z, Y, X]`` to ``[Z, size, size]``: block means for integer
+    reduction factors (each new pixel averages the old pixels it covers), otherwise antialiased
+    bilinear interpolation."""
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[:, None]
+    y, x = array.shape[1:]
+    if y % size == 0 and x % size == 0:
+        out = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
+    else:
+        out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+                                              align_corners=False)
+    return out[:, 0].numpy()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from medrecon.errors import DataError, UserError
-from medrecon.io.checks import require_memory
+from medrecon.checks import require_memory
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
 from medrecon.volume import DEFAULT_CT_WINDOW, MU_WATER, Volume

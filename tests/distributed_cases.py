@@ -42,7 +42,7 @@ def mri_measurement(per_slice_maps: bool):
 
 
 def _local(m, slab):
-    from medrecon.distributed.runner import split_measurement
+    from medrecon.slab_driver import split_measurement
     from medrecon.tasks import build_operator, data_in_working_units
 
     part = m if slab is None else split_measurement(m, slab.lo, slab.hi)

@@ -21,7 +21,7 @@ import torch
 
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
-from medrecon.samplers.common import NoiseSource
+from medrecon.samplers.noise import NoiseSource
 
 F64, C128 = torch.float64, torch.complex128
 

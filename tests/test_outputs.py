@@ -16,7 +16,7 @@ import torch
 
 from medrecon.errors import DataError, UserError
 from medrecon.io import outputs
-from medrecon.io.checks import count_nonfinite, require_finite, require_memory
+from medrecon.checks import count_nonfinite, require_finite, require_memory
 from medrecon.io.jsonio import json_text
 from medrecon.io.outputs import OutputPlan, acquire_lock, hold_lock, release_lock
 

@@ -12,7 +12,7 @@ import torch
 
 from denoisers import ct_problem
 from medrecon.io.sampler_state import DirectoryStateStore
-from medrecon.samplers.common import SamplingInterrupted
+from medrecon.samplers.interruption import SamplingInterrupted
 from medrecon.samplers.dds import dds
 from medrecon.samplers.posterior import sample_posterior
 from medrecon.solvers.classical import cgls

@@ -22,7 +22,7 @@ import torch
 from denoisers import smooth_power_spectrum, smooth_template
 from matrix_operator import random_matrix_operator
 from medrecon.physics.ct import make_ct_operator, parallel_geometry, sparse_view_angles
-from medrecon.samplers.common import NoiseSource
+from medrecon.samplers.noise import NoiseSource
 from medrecon.samplers.dds import dds
 from medrecon.samplers.mbir import mbir
 from reference_samplers import (AdmmReference, RecordingWiener, apply_z, ddpm_alpha_bars,

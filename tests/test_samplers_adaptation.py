@@ -14,7 +14,7 @@ from medrecon.errors import UserError
 from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 from medrecon.samplers.adaptation import differentiable_cg, total_variation
-from medrecon.samplers.common import SamplingInterrupted
+from medrecon.samplers.interruption import SamplingInterrupted
 from medrecon.samplers.config import DdsConfig
 from medrecon.samplers.dds import dds
 

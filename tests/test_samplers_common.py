@@ -13,8 +13,8 @@ from medrecon.physics.ct import make_ct_operator, parallel_geometry, sparse_view
 from medrecon.physics.mri import SenseOperator, birdcage_maps
 from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.samplers.state import MemoryStateStore
-from medrecon.samplers.common import (NoiseSource, from_prior_batch, prior_chunked,
-                                      to_prior_batch)
+from medrecon.samplers.noise import NoiseSource
+from medrecon.samplers.prior_calls import from_prior_batch, prior_chunked, to_prior_batch
 from medrecon.samplers.config import (TASK_DEFAULTS, TASKS, DdsConfig, MbirConfig,
                                       config_for_task, load_config)
 from medrecon.samplers.conventions import (PUBLISHED_CT_NORM_SQ, absolute_weights,

@@ -11,7 +11,7 @@ from denoisers import ct_problem, mri_problem
 from medrecon.io.sampler_state import DirectoryStateStore
 from medrecon.errors import UserError
 from medrecon.metrics import psnr
-from medrecon.samplers.common import SamplingInterrupted
+from medrecon.samplers.interruption import SamplingInterrupted
 from medrecon.samplers.config import DdsConfig
 from medrecon.samplers.dds import DataConsistency, dds
 from medrecon.solvers.admm import AdmmState, AdmmTV, proximal_step

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from medrecon.samplers.common import NoiseSource
+from medrecon.samplers.noise import NoiseSource
 from medrecon.samplers.slice_noise import anchor_count, interpolate_anchors
 
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import save_volume
     from medrecon.volume import Volume
 
-    from medrecon.io.checks import require_memory
+    from medrecon.checks import require_memory
     from medrecon.io.outputs import OutputPlan
 
     if not str(args.output).endswith((".nii", ".nii.gz")):

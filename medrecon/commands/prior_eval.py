@@ -62,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     from medrecon.device import resolve_device
     from medrecon.provenance import provenance, write_json
+    import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.prior.evaluate import denoising_table, edm_samples, samples_figure
 
+    from medrecon.io.atomic import atomic_path
     from medrecon.io.outputs import OutputPlan
 
     plan = OutputPlan(overwrite=True)  # a results folder: its two files are replaced
@@ -97,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
             write_json(staged.path(outputs["json"]), result, prov)
             if args.samples > 0:
                 samples = edm_samples(prior, args.samples, seed=args.seed, device=device)
-                samples_figure(samples.clamp(0, 1), slices[: args.samples], staged.path(outputs["png"]),
-                               title=f"{prior.card['name']}: samples (top), held-out (bottom)")
+                png = samples_figure(samples.clamp(0, 1), slices[: args.samples],
+                                     title=f"{prior.card['name']}: samples (top), held-out (bottom)")
+                with atomic_path(staged.path(outputs["png"]), overwrite=True, what="figure") as tmp:
+                    tmp.write_bytes(png)
         print(f"wrote {Path(args.output) / 'prior_eval.json'}")
     return 0

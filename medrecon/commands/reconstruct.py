@@ -114,14 +114,14 @@ def check_geometry_match(reference, m, where: str, option: str = "--reference") 
 
 def run(args: argparse.Namespace) -> int:
     """One process, or every rank under torchrun/srun: rank 0 reads and writes, each rank
-    reconstructs its z-slab (:mod:`medrecon.distributed.runner`)."""
+    reconstructs its z-slab (:mod:`medrecon.slab_driver`)."""
     from medrecon.distributed.launch import join_from_environment
 
     group = join_from_environment(args.device)
     if group is None:
         from medrecon.methods import run_method
         return reconstruct(args, run_method)
-    from medrecon.distributed.runner import SlabDriver, serve
+    from medrecon.slab_driver import SlabDriver, serve
 
     with group:
         if not group.is_root:

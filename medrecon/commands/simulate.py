@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.device import resolve_device
     from medrecon.errors import UserError
     from medrecon.io import load_volume
-    from medrecon.io.checks import require_memory
+    from medrecon.checks import require_memory
     from medrecon.io.measurements import check_measurement, save_measurement
     from medrecon.io.outputs import OutputPlan, real_path
     from medrecon.provenance import provenance

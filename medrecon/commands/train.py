@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'phantoms', 'chest-ct' (sample series, train slab), 'brain-mri' (MNI152 template, "
                         "train slices), 'ct-sample-set' (chest) / 'body-ct-sample-set' (chest and abdomen) / "
                         "'mr-sample-set' (all training sample volumes of a modality, "
-                        "medrecon.prior.data.sample_training_set), or NIfTI / NRRD files / "
+                        "medrecon.training_sets.sample_training_set), or NIfTI / NRRD files / "
                         "DICOM series directories")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="with --data MANIFEST.yaml: the folder holding the dataset's files (verified first)")
@@ -71,6 +71,7 @@ def load_data(args: argparse.Namespace, config):
     """The SliceSet for ``--data`` (under the recipe ``config``) and its (provenance, licence)."""
     from medrecon import datasets
     from medrecon.errors import UserError
+    from medrecon.io import load_volume
     from medrecon.prior.data import SliceSet, from_phantoms, from_volumes, windowed_slices
 
     size = config.network.image_size
@@ -81,7 +82,7 @@ def load_data(args: argparse.Namespace, config):
     if kind == "phantoms":
         return from_phantoms(args.volumes, size, contrast=args.contrast), PROVENANCE["phantoms"]
     if kind in SAMPLE_SETS:
-        from medrecon.prior.data import sample_training_set
+        from medrecon.training_sets import sample_training_set
         data = sample_training_set(SAMPLE_SETS[kind], size, spacings=config.pixel_spacings, crop=config.crop,
                                    groups=config.network.slice_group > 1)
         return data, ("sample volumes listed in training.data (package, version, SHA-256, slices); held out: "
@@ -98,7 +99,7 @@ def load_data(args: argparse.Namespace, config):
         return data, PROVENANCE[kind]
     if kind is not None and kind.endswith((".yaml", ".yml")):
         return _from_manifest(args, size)
-    data = from_volumes(args.data, size, window=args.window)
+    data = from_volumes(args.data, [load_volume(p) for p in args.data], size, window=args.window)
     return data, (args.provenance or "user data: " + ", ".join(args.data), args.licence or "not stated")
 
 
@@ -107,6 +108,7 @@ def _from_manifest(args: argparse.Namespace, size: int):
     as volumes and DICOM files as one series list. Provenance and licence come from the manifest."""
     from medrecon.errors import UserError
     from medrecon.io.manifest import glob_group, load_manifest, verify_manifest
+    from medrecon.io import load_volume
     from medrecon.prior.data import from_volumes
 
     if not args.data_root:
@@ -124,7 +126,7 @@ def _from_manifest(args: argparse.Namespace, size: int):
     volumes = nifti + ([dicom] if dicom else [])
     if not volumes:
         raise UserError(f"{args.data[0]}: the manifest lists no NIfTI or DICOM files")
-    data = from_volumes(volumes, size, window=args.window)
+    data = from_volumes(volumes, [load_volume(p) for p in volumes], size, window=args.window)
     return data, (f"{manifest.title} (manifest {manifest.name})", manifest.licence.get("name", "not stated")
                   if isinstance(manifest.licence, dict) else str(manifest.licence))
 
@@ -233,7 +235,7 @@ def slice_group_card(data, config) -> dict:
 def check_slices(data, where: str) -> None:
     """Refuse training slices that cannot train anything: none, non-finite or constant."""
     from medrecon.errors import DataError
-    from medrecon.io.checks import require_finite
+    from medrecon.checks import require_finite
 
     for name, slices in (("training", data.train), ("validation", data.val)):
         if slices.ndim != 3 or slices.shape[0] < 1:
@@ -249,7 +251,7 @@ def _train(args, config, data, provenance, licence, output, run_dir, device) -> 
     import torch
 
     from medrecon.errors import DataError, UserError
-    from medrecon.io.checks import require_finite_tensors
+    from medrecon.checks import require_finite_tensors
     from medrecon.prior.checkpoint import save_prior
     from medrecon.prior.data import pixel_spacing_range
     from medrecon.prior.network import FAMILY

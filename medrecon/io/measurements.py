@@ -20,7 +20,6 @@ the set of non-zero k-space columns, broadcast over the rows to ``[ky, kx]``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import numpy as np
 import medrecon
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
-from medrecon.io.checks import require_finite, require_memory
+from medrecon.checks import require_finite, require_memory
 from medrecon.io.jsonio import json_text
 
 FORMAT = "medrecon-measurement/1"
@@ -78,20 +77,6 @@ class Measurement:
         arrays = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in self.arrays.items())
         return (f"{self.task} measurement: {kind} = {list(self.data.shape)} {self.data.dtype}"
                 + (f"; arrays: {arrays}" if arrays else ""))
-
-
-def recorded_noise_sigma(m: Any) -> float:
-    """The k-space noise standard deviation a CS-MRI measurement records in ``attrs["options"]``
-    (working units, as ``medrecon simulate --sigma`` wrote it); 0 when none is recorded or for CT."""
-    if m.task != "cs-mri":
-        return 0.0
-    options = m.attrs.get("options") or {}
-    value = options.get("sigma", 0.0) if isinstance(options, dict) else 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
-        where = getattr(m, "path", None) or "measurement"
-        raise DataError(f"{where}: recorded noise sigma must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _json(obj: Any, what: str, path: Path) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
-from medrecon.io.checks import require_finite, require_memory
+from medrecon.checks import require_finite, require_memory
 from medrecon.io.jsonio import json_text
 from medrecon.volume import Volume
 

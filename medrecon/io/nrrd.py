@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from medrecon.errors import DataError, UserError
-from medrecon.io.checks import require_finite
+from medrecon.checks import require_finite
 from medrecon.volume import Volume
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")

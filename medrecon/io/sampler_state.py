@@ -5,19 +5,23 @@
     STATE_DIR/<child>/...         child stores (posterior samples, z-slabs of a distributed run)
 
 Both files are written atomically and the JSON last, so the pair on disk is always consistent;
-older tensor files are removed after the JSON names the new one.
+older tensor files are removed after the JSON names the new one. A sampler running on the
+directory holds its lock (:meth:`DirectoryStateStore.exclusive`): one run per state directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from medrecon.errors import DataError, UserError
 from medrecon.io.atomic import atomic_path
+from medrecon.io.outputs import hold_lock
 from medrecon.samplers.state import STATE_FORMAT, StateStore, Tensors
 
 
@@ -75,3 +79,11 @@ class DirectoryStateStore(StateStore):
         if not self.dir.is_dir():
             return []
         return sorted(p.name for p in self.dir.iterdir() if (p / "state.json").is_file())
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the directory's lock (:func:`medrecon.io.outputs.hold_lock`): a second run on the
+        same state directory is refused while this one runs."""
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        with hold_lock(self.dir, "state directory"):
+            yield

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import save_file
 
-from medrecon.io.jsonio import json_text
+from medrecon.jsontext import json_text
 from medrecon.errors import DataError, UserError
 
 FORMAT = "medrecon-prior/1"

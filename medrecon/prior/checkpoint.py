@@ -1,5 +1,9 @@
 """Load a prior directory (safetensors weights + model card) as a :class:`Denoiser`.
 
+The card's architecture family picks the builder among those registered with
+:mod:`medrecon.prior.families` (medrecon's own ``edm-unet``; the published ``ncsnpp`` and ``adm``
+once :mod:`medrecon.published` is imported).
+
 The format itself (the card, shipped priors, writing a prior directory) is
 :mod:`medrecon.prior.card`; its names are re-exported here. Loading reads safetensors only, so no
 code from the file is ever executed; a card whose architecture does not match the weights, or
@@ -16,31 +20,15 @@ from typing import Optional, Sequence
 import torch
 from safetensors.torch import load_file
 
-from medrecon.errors import DataError, UserError
-from medrecon.io.checks import require_finite_tensors
+from medrecon.checks import require_finite_tensors
+from medrecon.errors import DataError
 from medrecon.prior.card import (CARD, FORMAT, REQUIRED, SHIPPED_DIR, card_summary, read_card,
                                  resolve, save_prior, shipped_priors)
 from medrecon.prior.denoiser import Denoiser
+from medrecon.prior.families import family_builder
 
 __all__ = ["CARD", "FORMAT", "REQUIRED", "SHIPPED_DIR", "card_summary", "load_prior", "read_card",
            "resolve", "save_prior", "shipped_priors"]
-
-
-def _check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            detail.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})")
-        raise DataError(f"{source}: weights do not match the architecture in the model card: " + "; ".join(detail))
 
 
 def weights_path(directory: Path, card: dict, weights: str = "ema") -> Path:
@@ -110,24 +98,12 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
     except Exception as exc:  # safetensors raises several types for damaged files
         raise DataError(f"{path}: cannot read safetensors weights ({exc})") from None
     require_finite_tensors(state.items(), str(path))
-    family = card["architecture"].get("family")
-    if family == "edm-unet":
-        from medrecon.prior.network import build
-        try:
-            model = build(card["architecture"]["config"])
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{directory / CARD}: bad edm-unet architecture config ({exc})") from None
-        _check_state(model, state, path)
-        model.load_state_dict(state)
-    elif family in ("ncsnpp", "adm"):
-        from medrecon.published import build_denoiser
-        try:
-            model = build_denoiser(card, state, device=device)
-        except DataError as exc:   # name the prior's card: the published code speaks of "model card"
-            text = str(exc)
-            raise DataError(text if str(directory) in text else
-                            f"{directory / CARD}: {text.removeprefix('model card: ')}") from None
-    else:
-        raise DataError(f"{directory / CARD}: unknown architecture family {family!r}")
+    build = family_builder(card["architecture"].get("family"), directory / CARD)
+    try:
+        model = build(card, state, directory=directory, weights=path, device=device)
+    except DataError as exc:   # name the prior's card: a family may speak of "model card"
+        text = str(exc)
+        raise DataError(text if str(directory) in text else
+                        f"{directory / CARD}: {text.removeprefix('model card: ')}") from None
     model.card = card
     return model.to(device).eval().requires_grad_(False)

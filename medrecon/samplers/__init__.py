@@ -4,10 +4,11 @@ Samplers work in the prior's intensity units (:mod:`medrecon.samplers.intensity`
 follow the relative convention of :mod:`medrecon.samplers.conventions`.
 """
 
-from medrecon.samplers.common import RunOptions, SampleResult, SamplingInterrupted
 from medrecon.samplers.config import (TASKS, DdsConfig, MbirConfig, config_for_task,
                                       load_config)
 from medrecon.samplers.dds import dds
+from medrecon.samplers.interruption import SamplingInterrupted
+from medrecon.samplers.loop import RunOptions, SampleResult
 from medrecon.samplers.mbir import mbir
 from medrecon.samplers.posterior import PosteriorResult, sample_posterior
 from medrecon.samplers.run import Reconstruction, reconstruct

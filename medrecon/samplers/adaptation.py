@@ -34,7 +34,8 @@ import torch
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.adapt import STATE_PREFIX, LoraDenoiser
 from medrecon.prior.denoiser import Denoiser
-from medrecon.samplers.common import Tensors, from_prior_batch
+from medrecon.samplers.prior_calls import from_prior_batch
+from medrecon.samplers.state import Tensors
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab

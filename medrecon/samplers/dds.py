@@ -30,8 +30,8 @@ and imaginary parts as two separate real images with the same sigma, and noise i
 both parts.
 
 Distributed (``slab``): every rank samples its z-slab; the TV-z coupling, CG's inner products,
-the residual and the noise follow :mod:`medrecon.samplers.common`, so the result equals the
-single-process one up to float32 summation order.
+the residual and the noise follow :mod:`medrecon.samplers.noise` and :mod:`medrecon.samplers.loop`,
+so the result equals the single-process one up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -47,11 +47,14 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.adaptation import Adaptation
-from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
-                                      Trace, check_problem, data_residual, from_prior_batch,
-                                      global_norm, network_precision, prior_chunked,
-                                      problem_identity, real_dtype,
-                                      run_steps, sampler_identity, to_prior_batch, volume_shape)
+from medrecon.samplers.loop import RunOptions, SampleResult, Trace, run_steps
+from medrecon.samplers.noise import NoiseSource
+from medrecon.samplers.prior_calls import (from_prior_batch, network_precision, prior_chunked,
+                                           to_prior_batch)
+from medrecon.samplers.problem import (check_problem, data_residual, global_norm, real_dtype,
+                                       volume_shape)
+from medrecon.samplers.resume import problem_identity, sampler_identity
+from medrecon.samplers.timing import Timer
 from medrecon.samplers.config import DdsConfig, with_overrides
 from medrecon.samplers.group import group_denoise, group_starts
 from medrecon.samplers.conventions import absolute_weights
@@ -59,7 +62,7 @@ from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
                                          sigma_from_alpha_bar, vp_alpha_bars)
 from medrecon.solvers.admm import AdmmState, AdmmTV, proximal_step
 from medrecon.solvers.cg import conjugate_gradient
-from medrecon.samplers.state import StateStore
+from medrecon.samplers.state import StateStore, Tensors
 from medrecon.solvers.tv import FiniteDifference
 
 if TYPE_CHECKING:

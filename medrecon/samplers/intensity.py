@@ -19,6 +19,7 @@ window); i.e. ``lo = 0`` and ``hi - lo = p99 / target``. Complex images never ge
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -176,3 +177,19 @@ def prior_map_for_measurement(m: Any, card: Optional[Mapping[str, Any]], op: Opt
     # (w = value / scale); a prior window given in those units ("a.u.") maps through it.
     scale = float(getattr(m, "attrs", {}).get("scale", 1.0)) if units != "window01" else 1.0
     return IntensityMap(prior.lo / scale, prior.scale / scale)
+
+
+def recorded_noise_sigma(m: Any) -> float:
+    """The k-space noise standard deviation a CS-MRI measurement records in ``attrs["options"]``
+    (working units, as ``medrecon simulate --sigma`` wrote it); 0 when none is recorded or for CT.
+    ``m``: anything with a ``task`` and an ``attrs`` dict (a
+    :class:`~medrecon.io.measurements.Measurement`)."""
+    if m.task != "cs-mri":
+        return 0.0
+    options = m.attrs.get("options") or {}
+    value = options.get("sigma", 0.0) if isinstance(options, dict) else 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        where = getattr(m, "path", None) or "measurement"
+        raise DataError(f"{where}: recorded noise sigma must be a finite number >= 0, got {value!r}")
+    return float(value)

@@ -38,16 +38,19 @@ from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.distributed.reduce import slice_norm_sq
-from medrecon.samplers.common import (NoiseSource, RunOptions, SampleResult, Tensors, Timer,
-                                      Trace, check_problem, data_residual, from_prior_batch,
-                                      global_norm, network_precision, prior_chunked,
-                                      problem_identity, real_dtype,
-                                      run_steps, sampler_identity, to_prior_batch, volume_shape)
+from medrecon.samplers.loop import RunOptions, SampleResult, Trace, run_steps
+from medrecon.samplers.noise import NoiseSource
+from medrecon.samplers.prior_calls import (from_prior_batch, network_precision, prior_chunked,
+                                           to_prior_batch)
+from medrecon.samplers.problem import (check_problem, data_residual, global_norm, real_dtype,
+                                       volume_shape)
+from medrecon.samplers.resume import problem_identity, sampler_identity
+from medrecon.samplers.timing import Timer
 from medrecon.samplers.config import MbirConfig, with_overrides
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.schedules import clip_sigma_range, geometric_sigmas
 from medrecon.solvers.admm import AdmmState, AdmmTV
-from medrecon.samplers.state import StateStore
+from medrecon.samplers.state import StateStore, Tensors
 from medrecon.solvers.tv import FiniteDifference
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import torch
 
 from medrecon.prior.denoiser import Denoiser
 from medrecon.distributed.reduce import ordered_sum, slice_norm_sq
-from medrecon.samplers.common import prior_chunked, to_prior_batch
+from medrecon.samplers.prior_calls import prior_chunked, to_prior_batch
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab

@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from medrecon.errors import UserError
-from medrecon.io.measurements import recorded_noise_sigma
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
 from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
-                                         prior_map_for_measurement)
-from medrecon.samplers.common import (check_resumable, problem_identity, sampler_identity,
-                                      volume_shape)
+                                         prior_map_for_measurement, recorded_noise_sigma)
+from medrecon.samplers.problem import volume_shape
+from medrecon.samplers.resume import check_resumable, problem_identity, sampler_identity
 from medrecon.samplers.conventions import operator_norm_sq
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior, sample_store
 from medrecon.samplers.prior_fit import prior_fit
@@ -69,7 +68,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
     starts from ``x_init`` (prior units) or from ``warm_start(op, y_prior)`` (default
     :func:`tv_warm_start`); ``info["time_warm_start"]`` is the time spent on that start (s).
-    ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.common.RunOptions`);
+    ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.loop.RunOptions`);
     ``slab``: this process's z-slab of a distributed run (``op``, ``y`` and the result are its
     slices).
     """

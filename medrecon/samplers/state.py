@@ -6,13 +6,17 @@ A sampler never opens files: it is handed a :class:`StateStore` and calls ``save
 
 A store holds at most one state (the latest) and may have named children, each a store of its
 own: the K runs of a posterior estimate use ``sample-000``, ``sample-001``, ...; the z-slabs of
-a distributed run use ``rank-000-of-004``, ... (see :mod:`medrecon.samplers.common`).
+a distributed run use ``rank-000-of-004``, ... (see :mod:`medrecon.samplers.loop`).
+
+While a sampler runs on a store it holds :meth:`StateStore.exclusive`: a store that others can
+reach (a directory) refuses a second run there; one in memory needs no lock.
 """
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from typing import Optional
 
 import torch
@@ -50,6 +54,11 @@ class StateStore(ABC):
     @abstractmethod
     def children(self) -> list[str]:
         """Names of the children that hold a saved state, sorted."""
+
+    def exclusive(self) -> AbstractContextManager:
+        """A context in which this run alone uses the store (the sampler's step loop holds it);
+        a store shared with other processes refuses a second run there. Default: no lock."""
+        return nullcontext()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location})"
