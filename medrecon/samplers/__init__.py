@@ -2,6 +2,13 @@
 
 Samplers work in the prior's intensity units (:mod:`medrecon.samplers.intensity`); ADMM weights
 follow the relative convention of :mod:`medrecon.samplers.conventions`.
+
+What the samplers share, one idea per module: :mod:`~medrecon.samplers.problem` (the measurement
+checked, the data residual), :mod:`~medrecon.samplers.prior_calls` (the prior batch, chunked
+network calls), :mod:`~medrecon.samplers.noise` (seeded noise), :mod:`~medrecon.samplers.loop`
+(the resumable step loop), :mod:`~medrecon.samplers.resume` (may a saved state be resumed?),
+:mod:`~medrecon.samplers.interruption` (SIGINT/SIGTERM), :mod:`~medrecon.samplers.timing` and
+:mod:`~medrecon.samplers.state` (the state store the caller hands over: samplers open no files).
 """
 
 from medrecon.samplers.config import (TASKS, DdsConfig, MbirConfig, config_for_task,

@@ -13,6 +13,7 @@ from medrecon.errors import Interrupted
 class SamplingInterrupted(Interrupted):
     """SIGINT/SIGTERM arrived during sampling; the state was saved and the run can be resumed."""
 
+
 class InterruptGuard:
     """While active, SIGINT and SIGTERM only set :attr:`requested` (the loop then saves and
     stops). The first signal restores the previous handlers, so a second Ctrl-C acts at once.
