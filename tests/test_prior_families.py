@@ -81,3 +81,27 @@ def test_the_published_families_register_when_their_package_is_imported() -> Non
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["['edm-unet']", "['adm', 'edm-unet', 'ncsnpp']"]
+
+
+def test_a_card_of_an_unregistered_family_loads_its_installed_plugin() -> None:
+    """In a fresh interpreter, without importing medrecon.published: asking for ``adm`` imports
+    the packages of the ``medrecon.prior_families`` entry points (medrecon's own pyproject lists
+    medrecon.published), so load_prior works on an imported published prior from any caller;
+    a family no package provides is still refused."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from medrecon.errors import DataError\n"
+            "from medrecon.prior import families\n"
+            "families.family_builder('adm', Path('card.json'))\n"
+            "print('medrecon.published' in sys.modules, sorted(families.FAMILIES))\n"
+            "try:\n"
+            "    families.family_builder('nope', Path('card.json'))\n"
+            "except DataError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0] == "True ['adm', 'edm-unet', 'ncsnpp']"
+    assert lines[1].startswith("card.json: unknown architecture family 'nope'")

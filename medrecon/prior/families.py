@@ -5,8 +5,11 @@ Every family registers a builder here (:func:`register_family`); the loader
 and names no family itself. medrecon's own ``edm-unet`` (:mod:`medrecon.prior.network`)
 registers below, its module imported when a prior of it is built (MONAI is slow to import).
 Other families register when their package is imported: the published DiffusionMBIR and DDS
-networks (``ncsnpp``, ``adm``) when :mod:`medrecon.published` is, which the code that loads priors
-for a reconstruction does (:mod:`medrecon.methods`).
+networks (``ncsnpp``, ``adm``) when :mod:`medrecon.published` is. A card naming a family nobody
+has registered makes the loader import the packages installed under the entry-point group
+``medrecon.prior_families`` (medrecon's own pyproject lists :mod:`medrecon.published`; another
+package can add its own) before it gives up, so ``load_prior`` works on any prior directory
+without the caller knowing which package builds it.
 
 A builder is called as ``build(card, state, directory=..., weights=..., device=...)``: the model
 card, the weights (a state dict read from safetensors, already checked finite), the prior
@@ -44,10 +47,25 @@ def register_family(name: str, build: FamilyBuilder) -> None:
     FAMILIES[name] = build
 
 
+PLUGIN_GROUP = "medrecon.prior_families"
+
+
+def load_family_plugins() -> None:
+    """Import every package installed under the entry-point group :data:`PLUGIN_GROUP`
+    (importing one registers its families)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()
+
+
 def family_builder(family: object, card_path: Path) -> FamilyBuilder:
     """The builder of ``family``; a :class:`~medrecon.errors.DataError` naming the card when no
     family of that name is registered."""
     build = FAMILIES.get(family) if isinstance(family, str) else None
+    if build is None and isinstance(family, str):
+        load_family_plugins()
+        build = FAMILIES.get(family)
     if build is None:
         raise DataError(f"{card_path}: unknown architecture family {family!r} (known: "
                         f"{', '.join(sorted(FAMILIES))})")
