@@ -216,31 +216,35 @@ def z_coupling_summary(runs: Optional[list[dict]] = None) -> str:
                        for f in run["rows"]) or not any(f["method"] == "fbp" for f in run["rows"])
             if same and r["row"].startswith("DDS (50 steps), prior body-ct"):
                 rows.setdefault(r["case"], {})[r["row"].removeprefix("DDS (50 steps), ")] = (r, run)
-    order = [f"{d}-{t}" for d in ("lung2", "chest-ct", "pelvis") for t in ("sv8", "sv4", "la90")]
+    order = [f"{d}-{t}" for d in ("dev-lung1", "dev-abdomen", "lung2", "chest-ct", "pelvis")
+             for t in ("sv8", "sv4", "la90")]
     lines = ["| case | DDS variant (50 steps) | PSNR | SSIM | axial | coronal | sagittal | "
              "change vs today (all / cor / sag) | NFE/slice | time (s) | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for key in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k)):
         variants = rows[key]
-        today = variants.get("prior body-ct")
-        coupled = [v for name, v in variants.items() if name != "prior body-ct"]
+        uncoupled = ("prior body-ct", "prior body-ct, start_sigma=0")
+        coupled = [v for name, v in variants.items() if name not in uncoupled and "start_sigma=0" not in name]
         best = max(coupled, key=lambda v: v[0]["psnr"]) if coupled else None
         for name, (r, run) in variants.items():
             p = {k: r["planes"][k]["psnr"] for k in ("axial", "coronal", "sagittal")}
             change = verdict = ""
-            if today is not None and name != "prior body-ct":
+            # each variant against today's DDS with the same start (warm: the default; cold: from noise)
+            today = variants.get(uncoupled[1] if "start_sigma=0" in name else uncoupled[0])
+            if today is not None and name not in uncoupled:
                 t = today[0]
                 d = (r["psnr"] - t["psnr"], p["coronal"] - t["planes"]["coronal"]["psnr"],
                      p["sagittal"] - t["planes"]["sagittal"]["psnr"])
                 change = " / ".join(f"{v:+.2f}" for v in d)
-                if best is not None and r is best[0]:
+                if best is not None and r is best[0] and not key.startswith("dev-"):
                     if key in ("lung2-sv8", "chest-ct-sv8"):
                         ok = d[0] >= 0.5 and d[1] >= 1.0 and d[2] >= 1.0
                         verdict = "best: " + ("met" if ok else "not met") + " (+0.5 / +1.0 / +1.0)"
                     else:
                         verdict = "best: " + ("met" if d[0] >= -0.2 else "not met") + " (>= -0.2)"
             nfe = float(r["nfe_per_slice"])
-            lines.append(f"| {r['label']} | {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {p['axial']:.2f} | "
+            label = r["label"] + (" (development: settings chosen here)" if key.startswith("dev-") else "")
+            lines.append(f"| {label} | {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {p['axial']:.2f} | "
                          f"{p['coronal']:.2f} | {p['sagittal']:.2f} | {change} | {nfe:.1f} | "
                          f"{r['seconds']:.0f} | {verdict} |")
     return "\n".join(lines)

@@ -186,3 +186,33 @@ def test_dds_refuses_what_a_group_prior_cannot_do() -> None:
         check_group_problem(DdsConfig(), Op(), 3, 8)
     with pytest.raises(UserError, match="adapt"):
         check_group_problem(DdsConfig(z_spacing_mm=5.0, adapt=True), Op(), 3, 8)
+
+
+def test_shipped_group_prior_uses_its_neighbours_on_held_out_slices() -> None:
+    """body-ct-group, one denoising step at sigma 0.1 on 8 centre slices of the held-out lung2
+    slab (5 mm): measured 30.88 dB with the true neighbours, 30.06 dB with the centre slice in
+    all three channels (no z information), 31.27 dB for the 2D body-ct (the group prior is
+    still below it; see the z-coupling benchmark)."""
+    from importlib.resources import files
+
+    import numpy as np
+
+    from medrecon.io import load_volume
+    from medrecon.prior.checkpoint import load_prior
+
+    volume = load_volume(str(files("medrecon") / "data" / "lung2_slab.nii.gz"))
+    x = torch.from_numpy(np.clip((volume.array + 1000) / 2000, 0, 1).astype(np.float32))
+    prior = load_prior("body-ct-group")
+    assert prior.slice_group == 3 and prior.card["slice_group"]["z_spacing_mm"] == [3.0, 15.0]
+    noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    ks = list(range(4, 20, 2))
+    sigma = torch.full((len(ks),), 0.1)
+    with torch.no_grad():
+        true = prior.denoise(torch.stack([noisy[k - 1:k + 2] for k in ks]), sigma, 5.0)[:, 1]
+        alone = prior.denoise(torch.stack([noisy[[k, k, k]] for k in ks]), sigma, 5.0)[:, 1]
+
+    def psnr(a: torch.Tensor) -> float:
+        return float(10 * torch.log10(1 / ((a - x[ks]) ** 2).mean()))
+
+    assert psnr(true) >= 30.6
+    assert psnr(true) - psnr(alone) >= 0.5
