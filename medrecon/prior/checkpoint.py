@@ -130,4 +130,5 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
     else:
         raise DataError(f"{directory / CARD}: unknown architecture family {family!r}")
     model.card = card
+    model.prior_dir = directory          # where its fitted step schedules are (samplers/fewstep.py)
     return model.to(device).eval().requires_grad_(False)
