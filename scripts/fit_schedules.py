@@ -134,7 +134,7 @@ def fit(ev: Evaluator, steps: int, budget: str) -> tuple[Any, dict]:
     grids = {"rho": [1.0, 2.0, 4.0, 7.0], "top": [top0, 0.2, 0.12, 0.07],
              "bottom": [0.005, bottom0, 0.03, 0.06]}
     if budget == "small":
-        grids = {"rho": [1.0, 2.0, 4.0], "top": [top0, 0.15], "bottom": [bottom0, 0.04]}
+        grids = {"rho": [4.0], "top": [top0, 0.2, 0.12], "bottom": [bottom0, 0.03]}
     cache: dict = {}
 
     def levels(p: dict) -> list[float]:
@@ -158,11 +158,11 @@ def fit(ev: Evaluator, steps: int, budget: str) -> tuple[Any, dict]:
                 best, params = s, cand
     p_levels = best
     dc, eta = 1, cfg.eta                             # stage 2: DC per call, noise mix (DiffPIR-like)
-    for cand_dc in ([2, 4] if budget != "small" else [3]):
+    for cand_dc in ([2, 4] if budget != "small" else [4]):
         s = score(params, cand_dc, eta)
         if s > best:
             best, dc = s, cand_dc
-    for cand_eta in ([0.5, 0.0] if budget != "small" else [0.3]):
+    for cand_eta in ([0.5, 0.0] if budget != "small" else []):
         s = score(params, dc, cand_eta)
         if s > best:
             best, eta = s, cand_eta
@@ -185,10 +185,14 @@ def fit(ev: Evaluator, steps: int, budget: str) -> tuple[Any, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", required=True, choices=("body-ct", "chest-ct", "brain-mri"))
-    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
+    p.add_argument("--steps", type=int, nargs="*", default=[5, 10, 20])
     p.add_argument("--slices", type=int, default=4, help="slices per training case")
     p.add_argument("--small", type=int, nargs="*", default=[20],
-                   help="step counts searched on a smaller grid (CPU time)")
+                   help="step counts searched on a smaller grid (rho 4; sigma_top: uniform, 0.2, "
+                        "0.12; dc_iterations 4; CPU time)")
+    p.add_argument("--reference-steps", type=int, nargs="*", default=[],
+                   help="also measure uniform DDS at these step counts on the same cases (recorded "
+                        "in the file as 'uniform_reference': what a few-step default is judged against)")
     p.add_argument("--log", default=None, help="JSON log of every evaluation")
     p.add_argument("--output", default=None, help="schedules.json to write (default: beside the card)")
     a = p.parse_args(argv)
@@ -204,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluator(a.prior, cases)
     out = Path(a.output) if a.output else resolve(a.prior) / "schedules.json"
     schedules = read_schedules(out) if out.is_file() else {}
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    earlier = json.loads(Path(a.log).read_text()) if a.log and Path(a.log).is_file() else []
+    reference = dict(previous.get("uniform_reference", {}))
+    for steps in a.reference_steps:
+        reference[str(steps)] = round(ev(steps, None, "uniform (reference)"), 3)
+    if a.reference_steps and not a.steps:
+        write_schedules(out, a.prior, schedules, **{k: v for k, v in previous.items()
+                                                     if k not in ("format", "prior", "schedules")},
+                        uniform_reference=reference)
     for steps in a.steps:
         entry, info = fit(ev, steps, "small" if steps in a.small else "full")
         schedules[steps] = entry
@@ -215,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                            else " (sparse-view CT, 8 views)") + ", 128 x 128, seed 0",
                         command="python scripts/fit_schedules.py --prior " + a.prior + " --steps "
                         + " ".join(str(s) for s in sorted(schedules)),
-                        objective="mean PSNR (working units, data range 1) of the task's default DDS")
+                        objective="mean PSNR (working units, data range 1) of the task's default DDS",
+                        **({"uniform_reference": reference} if reference else {}))
         if a.log:
-            Path(a.log).write_text(json.dumps(ev.log, indent=1) + "\n")
+            Path(a.log).write_text(json.dumps(earlier + ev.log, indent=1) + "\n")
     return 0
 
 
