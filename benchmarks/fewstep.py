@@ -95,28 +95,30 @@ def run_case(key: str, args: argparse.Namespace, log, rows: list, save) -> dict:
     default_lam = make_settings("tv", task=task).lam_rel
     for factor in sorted(set([1.0, *args.tv_factors])):
         settings = {"lam_rel": default_lam * factor, "axes": "3d"}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x = run_method(m, "tv", settings, device="cpu", operator=op)
         add(f"ADMM-TV 3D (lam_rel {settings['lam_rel']:g}{', task default' if factor == 1 else ''})",
-            "tv", x, time.perf_counter() - t0, settings=settings, default=factor == 1.0)
+            "tv", x, time.perf_counter() - t0, settings=settings, default=factor == 1.0,
+            cpu_seconds=time.process_time() - c0)
 
     den = load_prior(prior)
     y = data_in_working_units(m, op, "cpu")
     imap = prior_map_for_measurement(m, den.card, op, y)
     y_p = imap.data_to_prior(op, y)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     x_init = tv_warm_start(task)(op, y_p)
-    warm = time.perf_counter() - t0
+    warm, warm_cpu = time.perf_counter() - t0, time.process_time() - c0
     log(f"  {key} warm start (ADMM-TV, task default): {warm:.1f} s")
     fitted = prior_schedules(den)[0]
 
     def run_dds(row: str, schedule: str, steps: int, **settings: Any) -> None:
         cfg = config_for_task("dds", task, steps=steps, schedule=schedule, **settings)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = dds(op, y_p, den, cfg, seed=args.seed, x_init=x_init)
-        sampler = time.perf_counter() - t0
+        sampler, sampler_cpu = time.perf_counter() - t0, time.process_time() - c0
         info = res.info
         add(row, "dds", imap.image_from_prior(res.x), warm + sampler, steps=steps,
+            cpu_seconds=warm_cpu + sampler_cpu,
             schedule=info["schedule"], nfe_per_slice=info["nfe_per_slice"],
             time_sampler=sampler, time_warm_start=warm, time_network=info["time_network"],
             time_physics=info["time_physics"], precision=info["precision"], settings=settings)
@@ -125,11 +127,15 @@ def run_case(key: str, args: argparse.Namespace, log, rows: list, save) -> dict:
     # stopped early keeps the rows that matter most)
     ref_steps = max(args.steps)
     run_dds(f"DDS uniform ({ref_steps} steps)", "uniform", ref_steps)
-    for steps in sorted(set(args.steps) | set(args.fitted_steps)):
+    def pair(steps: int) -> None:
         if steps in args.fitted_steps and steps in fitted:
             run_dds(f"DDS fitted ({steps} steps)", "fitted", steps)
         if steps in args.steps and steps != ref_steps:
             run_dds(f"DDS uniform ({steps} steps)", "uniform", steps)
+
+    counts = sorted(set(args.steps) | set(args.fitted_steps))
+    for steps in [k for k in counts if k <= 10]:
+        pair(steps)
     for steps in args.dc_only_steps:
         e, base = fitted.get(steps), config_for_task("dds", task)
         if e is not None and (e.dc_iterations not in (None, base.dc_iterations)
@@ -137,6 +143,8 @@ def run_case(key: str, args: argparse.Namespace, log, rows: list, save) -> dict:
             run_dds(f"DDS uniform + fitted DC/eta ({steps} steps; DiffPIR-like alone)", "uniform",
                     steps, dc_iterations=e.dc_iterations or 1,
                     **({"eta": e.eta} if e.eta is not None else {}))
+    for steps in [k for k in counts if k > 10]:
+        pair(steps)
     for steps in args.bf16_steps:
         run_dds(f"DDS {'fitted' if steps in fitted else 'uniform'} ({steps} steps), bf16 autocast",
                 "auto", steps, precision="bfloat16")
@@ -160,10 +168,16 @@ def derive(rows: list[dict]) -> None:
             r["network_share"] = r["time_network"] / r["seconds"]
             if tv_default is not None:
                 r["tv_time_ratio"] = r["seconds"] / tv_default["seconds"]
+                if r.get("cpu_seconds") and tv_default.get("cpu_seconds"):
+                    r["tv_cpu_ratio"] = r["cpu_seconds"] / tv_default["cpu_seconds"]
             if ref is not None and best_tv is not None:
                 r["reference"] = ref["row"]
                 r["vs_reference_db"] = r["psnr"] - ref["psnr"]
                 r["gain_share"] = (r["psnr"] - best_tv["psnr"]) / (ref["psnr"] - best_tv["psnr"])
+
+
+def _num(v: Optional[float], fmt: str, unit: str = "") -> str:
+    return "" if v is None else f"{v:{fmt}}{unit}"
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -175,18 +189,22 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "(a shared machine: other jobs ran on the other core; compare times within the table). "
              "PSNR/SSIM of the whole volume in working units, data range 1. DDS time = the ADMM-TV "
              "warm start + the sampler; \"DDS / TV\" divides it by the task-default ADMM-TV time on "
-             "the same measurement; \"gain kept\" = (PSNR - best TV) / (50-step uniform - best TV).",
+             "the same measurement (CPU time: the process's own, less sensitive to the machine's load; "
+             "not recorded by older runs); \"gain kept\" = (PSNR - best TV) / (50-step uniform - best TV).",
+             *(["", f"Note: {meta['note']}"] if meta.get("note") else []),
              "",
-             "| case | method | NFE/slice | PSNR | SSIM | time (s) | network share | DDS / TV time "
-             "| vs 50-step (dB) | gain kept |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| case | method | NFE/slice | PSNR | SSIM | time (s) | CPU time (s) | network share "
+             "| DDS / TV time | DDS / TV CPU time | vs 50-step (dB) | gain kept |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["method"] == "tv":
             lines.append(f"| {r['label']} | {r['row']} | 0 | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                         f"{r['seconds']:.1f} | | | | |")
+                         f"{r['seconds']:.1f} | {_num(r.get('cpu_seconds'), '.1f')} | | | | | |")
             continue
         lines.append(f"| {r['label']} | {r['row']} | {r['nfe_per_slice']} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.3f} | {r['seconds']:.1f} | {100 * r['network_share']:.0f} % | "
-                     f"{r.get('tv_time_ratio', float('nan')):.2f}x | "
+                     f"{r['ssim']:.3f} | {r['seconds']:.1f} | {_num(r.get('cpu_seconds'), '.1f')} | "
+                     f"{100 * r['network_share']:.0f} % | "
+                     f"{r.get('tv_time_ratio', float('nan')):.2f}x | {_num(r.get('tv_cpu_ratio'), '.2f', 'x')} | "
                      f"{r.get('vs_reference_db', float('nan')):+.2f} | "
                      f"{100 * r.get('gain_share', float('nan')):.0f} % |")
     lines += ["", "Schedules (fitted on training data only, `scripts/fit_schedules.py`):", ""]
@@ -215,6 +233,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--tv-factors", type=float, nargs="*", default=[2.0, 4.0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results" / "fewstep"))
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="re-render FILE's fewstep.md (same folder) from its fewstep.json; runs nothing")
     return p.parse_args(argv)
 
 
@@ -226,6 +246,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from medrecon.io.atomic import write_text_atomic
 
     args = parse_args(argv)
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        derive(doc["rows"])
+        write_text_atomic(Path(args.from_json).with_name("fewstep.md"), markdown(doc["rows"], doc),
+                          overwrite=True)
+        return 0
     torch.set_num_threads(1)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     command = "python benchmarks/fewstep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
