@@ -15,6 +15,9 @@ Sources (all produced by commands in this repository, which the tables name):
   benchmarks/results/any-size-*/diffusion.json (:func:`any_size_summary`)
 - ``z-coupling-summary``: DDS with TV-z against correlated noise and the slice-group prior from
   benchmarks/results/z-coupling-*/ and any-size-128-*/diffusion.json (:func:`z_coupling_summary`)
+- ``fewstep``: benchmarks/results/fewstep/fewstep.md (``python benchmarks/fewstep.py``)
+- ``network_precision``: benchmarks/results/network_precision/network_precision.md
+  (``python benchmarks/network_precision.py --compile``)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -281,6 +284,7 @@ def update(text: str, sources: dict) -> str:
 def main() -> int:
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
                "demo": benchmark_table, "noise_weight": benchmark_table,
+               "fewstep": benchmark_table, "network_precision": benchmark_table,
                "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary(),
                "any-size-summary": lambda _: any_size_summary(),

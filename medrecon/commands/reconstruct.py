@@ -67,6 +67,14 @@ def network_precision_record(info: dict) -> dict:
     return {"precision": record} if record else {}
 
 
+def step_schedule_record(info: dict) -> dict:
+    """``{"schedule": ...}``: the DDS step schedule that ran (uniform or the prior's fitted
+    one, its noise levels and settings: :mod:`medrecon.samplers.fewstep`); {} for other methods."""
+    runs = info.get("runs") or [info]
+    record = runs[0].get("schedule") if isinstance(runs[0], dict) else None
+    return {"schedule": record} if record else {}
+
+
 def to_volume_units_scale(m) -> float:
     """Factor from working units to the output volume's units for a standard deviation."""
     from medrecon.tasks import CT_TASKS
@@ -263,7 +271,8 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
                 (" ; inside the body mask" if mask is not None else "")
             extra = {"prior": effective["prior"]} if diffusion else {}
             fit = {"prior_fit": diffusion_info["prior_fit"]} if diffusion_info.get("prior_fit") else {}
-            ran = network_precision_record(LAST_INFO) if diffusion else {}
+            ran = ({**network_precision_record(LAST_INFO), **step_schedule_record(LAST_INFO)}
+                   if diffusion else {})
             write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **ran, **metrics,
                                                   **fit},
                        prov)

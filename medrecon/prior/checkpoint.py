@@ -106,4 +106,5 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str = "cp
         raise DataError(text if str(directory) in text else
                         f"{directory / CARD}: {text.removeprefix('model card: ')}") from None
     model.card = card
+    model.prior_dir = directory          # where its fitted step schedules are (samplers/fewstep.py)
     return model.to(device).eval().requires_grad_(False)

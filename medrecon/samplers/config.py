@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 
 from medrecon.errors import DataError, UserError
 from medrecon.prior.precision import PRECISIONS
+from medrecon.samplers.fewstep import SCHEDULE_SETTINGS
 from medrecon.solvers.tv import BOUNDARIES
 
 TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")   # as medrecon.tasks.TASKS
@@ -138,6 +139,12 @@ class DdsConfig:
         independent anchors every P slices (:mod:`medrecon.samplers.slice_noise`, after ISCS).
     precision: the network's arithmetic: "auto" (bf16 autocast where the device does bf16 fast,
         else float32), "float32" or "bfloat16" (:mod:`medrecon.prior.precision`).
+    schedule: where the ``steps`` noise levels sit (:mod:`medrecon.samplers.fewstep`): "auto"
+        (default: the prior's fitted schedule for ``steps`` when it ships one, else uniform),
+        "uniform" (the published even DDIM spacing) or "fitted" (refused without one). A fitted
+        schedule may also set ``eta``, ``cg_iterations`` and ``dc_iterations`` for its steps.
+    dc_iterations: ADMM-TV(z) iterations per step (per network call; published 1). More is
+        DiffPIR's "more data consistency per network call".
     beta_start, beta_end, timesteps: the VP (DDPM) schedule the DDIM steps live on.
     adapt: adapt the prior to the measurement while sampling (:mod:`medrecon.samplers.adaptation`,
         after DDIP3D): LoRA adapters of rank ``adapt_rank`` on the convolutions plus bias
@@ -169,6 +176,8 @@ class DdsConfig:
     chunk: int = 20
     slice_noise_period: int = 1
     precision: str = "auto"
+    schedule: str = "auto"
+    dc_iterations: int = 1
     beta_start: float = 1e-4
     beta_end: float = 0.02
     timesteps: int = 1000
@@ -190,6 +199,10 @@ class DdsConfig:
         """Check every field (UserError naming the field); returns self."""
         _check_common(self)
         _check_positive_int("slice_noise_period", self.slice_noise_period)
+        _check_positive_int("dc_iterations", self.dc_iterations)
+        if self.schedule not in SCHEDULE_SETTINGS:
+            raise UserError(f"schedule must be one of {', '.join(SCHEDULE_SETTINGS)}, got "
+                            f"{self.schedule!r}")
         _check_number("eta", self.eta, 0.0, hi=1.0)
         _check_number("gamma_rel", self.gamma_rel, 0.0)
         _check_number("noise_sigma", self.noise_sigma, 0.0)
@@ -226,6 +239,10 @@ class DdsConfig:
         d.pop("precision")                   # the resolved precision is in the run's identity
         if d["group_combine"] == "tile" and d["z_spacing_mm"] == 0.0:   # 2D priors: as before
             d.pop("group_combine"), d.pop("z_spacing_mm")
+        if d["dc_iterations"] == 1:          # the published one ADMM step: identities as before
+            d.pop("dc_iterations")
+        if d["schedule"] == "auto":          # the default: identities as before
+            d.pop("schedule")
         return d
 
 

@@ -23,7 +23,10 @@ volume), ``noise`` (``z``, None when not drawn) and ``x_next`` (the re-noised pr
 
 The timesteps are capped where ``sigma_t`` exceeds the prior's ``sigma_max`` (a denoiser trained
 up to sigma_max = 80 starts at t ~ 933 instead of 980; the steps are spread evenly on [0, cap]),
-and the network is never queried below its ``sigma_min`` (the level is clamped).
+and the network is never queried below its ``sigma_min`` (the level is clamped). With
+``schedule`` "auto" or "fitted" a prior's fitted few-step schedule replaces the uniform levels (and
+may set ``eta``, ``cg_iterations``, ``dc_iterations``: :mod:`medrecon.samplers.fewstep`);
+``info["schedule"]`` records what ran. ``dc_iterations`` ADMM iterations run per step.
 
 Complex (MRI) volumes: data consistency runs on the complex image; the prior denoises the real
 and imaginary parts as two separate real images with the same sigma, and noise is drawn for
@@ -39,8 +42,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from medrecon.errors import UserError
@@ -58,6 +62,7 @@ from medrecon.samplers.timing import Timer
 from medrecon.samplers.config import DdsConfig, with_overrides
 from medrecon.samplers.group import group_denoise, group_starts
 from medrecon.samplers.conventions import absolute_weights
+from medrecon.samplers.fewstep import resolve_schedule
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
                                          sigma_from_alpha_bar, vp_alpha_bars)
 from medrecon.solvers.admm import AdmmState, AdmmTV, proximal_step
@@ -69,11 +74,23 @@ if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
 
 
-def dds_sigmas(config: DdsConfig, prior_sigma_max: float) -> tuple[list[int], list[float]]:
+def dds_sigmas(config: DdsConfig, prior_sigma_max: float,
+               sigmas: Optional[Sequence[float]] = None) -> tuple[list, list[float]]:
     """The DDIM timesteps and their VE noise levels (descending), capped at the prior's range
-    (and at ``config.start_sigma`` for a warm start)."""
+    (and at ``config.start_sigma`` for a warm start). ``sigmas``: a fitted schedule's levels
+    (:mod:`medrecon.samplers.fewstep`) instead of the uniform timesteps; the timesteps are then
+    the continuous VP ``t`` of each level (rounded to 0.01, for the record)."""
     abar = vp_alpha_bars(config.beta_start, config.beta_end, config.timesteps)
     top = prior_sigma_max if config.start_sigma <= 0 else min(prior_sigma_max, config.start_sigma)
+    if sigmas is not None:
+        if len(sigmas) != config.steps:
+            raise UserError(f"dds: a schedule of {len(sigmas)} levels for {config.steps} steps")
+        if sigmas[0] > top * (1 + 1e-9):
+            raise UserError(f"dds: the schedule starts at sigma {sigmas[0]:g}, above {top:g} "
+                            "(the prior's sigma_max or the warm start's start_sigma)")
+        sig_all = sigma_from_alpha_bar(abar)
+        return ([round(float(np.interp(s, sig_all.numpy(), np.arange(len(sig_all)))), 2)
+                 for s in sigmas], [float(s) for s in sigmas])
     cap = largest_timestep_below(abar, top)
     try:
         ts = ddim_timesteps(config.steps, config.timesteps, cap)
@@ -118,8 +135,9 @@ class DataConsistency:
 
     def __init__(self, op: LinearOperator, y: torch.Tensor, n_slices: int, lam: float, rho: float,
                  cg_iterations: int, tv_z: bool, boundary: str, gamma: Optional[float],
-                 slab: Optional["Slab"] = None) -> None:
+                 slab: Optional["Slab"] = None, dc_iterations: int = 1) -> None:
         self.op, self.tv_z, self.cg_iterations = op, tv_z, cg_iterations
+        self.dc_iterations = dc_iterations
         self.weight = 0.0 if gamma is None else 1.0 / gamma
         if tv_z:
             diff = FiniteDifference(n_slices, op.in_shape[1:], (0,), boundary, op.in_dtype, op.device,
@@ -148,16 +166,19 @@ class DataConsistency:
     def __call__(self, x0: torch.Tensor, state: Tensors) -> tuple[torch.Tensor, Tensors]:
         if self.admm is not None:
             st = AdmmState(z=state["z"], u=state["u"])
-            if self.weight > 0:
-                x, st = proximal_step(self.admm, x0, st, x0, self.weight, self.cg_iterations)
-            else:
-                x, st = self.admm.step(x0, st, self.cg_iterations)
+            x = x0
+            for _ in range(self.dc_iterations):
+                if self.weight > 0:
+                    x, st = proximal_step(self.admm, x, st, x0, self.weight, self.cg_iterations)
+                else:
+                    x, st = self.admm.step(x, st, self.cg_iterations)
             return x, {"z": st.z, "u": st.u}
         w = self.weight
         normal: Callable[[torch.Tensor], torch.Tensor] = (
             (lambda v: self.op.normal(v) + w * v) if w > 0 else self.op.normal)
         rhs = self.aty + w * x0 if w > 0 else self.aty
-        return conjugate_gradient(normal, rhs, x0=x0, iterations=self.cg_iterations,
+        return conjugate_gradient(normal, rhs, x0=x0,
+                                  iterations=self.cg_iterations * self.dc_iterations,
                                   batched=True), {}
 
 
@@ -210,14 +231,16 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
         weights = dataclasses.replace(weights, gamma=(cfg.anchor_std / cfg.noise_sigma) ** 2)
-    ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max))
+    schedule = resolve_schedule(cfg, denoiser)
+    eta = schedule.eta
+    ts, sigmas = dds_sigmas(cfg, float(denoiser.sigma_max), schedule.sigmas)
     sig_next = sigmas[1:] + [0.0]
     sig_floor = float(denoiser.sigma_min)
     cplx = op.in_dtype if op.in_dtype.is_complex else None
     rdt = real_dtype(op.in_dtype)
     batch_shape = ((2 * n) if cplx else n, *(int(s) for s in op.in_shape[1:]))
-    dc = DataConsistency(op, y, n, weights.lam, weights.rho, cfg.cg_iterations, cfg.tv_z,
-                         cfg.boundary, weights.gamma, slab)
+    dc = DataConsistency(op, y, n, weights.lam, weights.rho, schedule.cg_iterations, cfg.tv_z,
+                         cfg.boundary, weights.gamma, slab, schedule.dc_iterations)
     noise = NoiseSource(seed, slab)
     timer = Timer(device)
     y_norm = global_norm(y, slab)
@@ -252,8 +275,8 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         with timer.measure("physics"):
             x0, state = dc(from_prior_batch(x0r, cplx), {k: v for k, v in t.items() if k != "x"})
         last["x0"] = x0
-        z = draw() if (cfg.eta > 0 and sig_next[i] > 0) else None
-        x_next = ddim_update(to_prior_batch(x0), eps, sig_next[i], cfg.eta, z)
+        z = draw() if (eta > 0 and sig_next[i] > 0) else None
+        x_next = ddim_update(to_prior_batch(x0), eps, sig_next[i], eta, z)
         if trace is not None:
             trace(i, {"sigma": sigma, "sigma_next": sig_next[i], "x": xr, "x0_hat": x0r,
                       "eps": eps, "x0_dc": x0, "noise": z, "x_next": x_next})
@@ -271,7 +294,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
             "nfe_per_slice": nfe_per_slice(cfg, group, slab.n if slab is not None else n),
-            "timesteps": ts, "sigma_first": sigmas[0],
+            "timesteps": ts, "schedule": schedule.record(sigmas), "sigma_first": sigmas[0],
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
             "residual": data_residual(op, x, y, y_norm, slab),
