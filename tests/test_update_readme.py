@@ -58,7 +58,7 @@ def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
         for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
             assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
                             "diffusion-summary", "any-size-summary", "fewstep",
-                            "network_precision"), (path, name)
+                            "network_precision", "z-coupling-summary"), (path, name)
 
 
 def test_any_size_summary_matches_data_by_size_and_fbp() -> None:
@@ -88,3 +88,40 @@ def test_any_size_summary_matches_data_by_size_and_fbp() -> None:
     assert c128[10] == "-0.20 vs today's DDS (met: >= -0.3)"
     assert c256[1] == "256" and c256[6] == "24.50 (lam_rel 0.0001)" and c256[8] == "+2.60"
     assert c256[9] == "+2.5" and c256[10] == "met"
+
+
+def test_z_coupling_summary_compares_each_variant_with_todays_dds_of_the_same_start() -> None:
+    """Variants against today's DDS (warm start) or DDS from noise (start_sigma=0) on the same
+    simulated data; the verdict goes to the best coupled variant of a held-out 8-view case,
+    none to development cases."""
+    summary = _script().z_coupling_summary
+
+    def run(date, rows):
+        return dict(_run(date, "abc", rows), shape=[24, 128, 128], cases={})
+
+    def dds(case, name, psnr, cor, sag, nfe=50):
+        r = _row("dds", psnr, f"DDS (50 steps), prior {name}", nfe)
+        r.update(case=case, label=case, planes={"axial": {"psnr": psnr}, "coronal": {"psnr": cor},
+                                                 "sagittal": {"psnr": sag}})
+        return r
+
+    def fbp(case):
+        return dict(_row("fbp", 15.0), case=case, label=case)
+
+    runs = [run("2026-01-01T00:00:00", [fbp("lung2-sv8"), dds("lung2-sv8", "body-ct", 27.0, 29.0, 28.0),
+                                        dds("lung2-sv8", "body-ct, start_sigma=0", 26.0, 28.0, 27.0)]),
+            run("2026-01-02T00:00:00", [fbp("lung2-sv8"),
+                                        dds("lung2-sv8", "body-ct-group, group_combine=tile", 27.6, 30.1, 29.2, 18),
+                                        dds("lung2-sv8", "body-ct, slice_noise_period=2", 26.9, 28.5, 27.8),
+                                        dds("lung2-sv8", "body-ct, start_sigma=0, slice_noise_period=2",
+                                            25.5, 27.5, 26.5)]),
+            run("2026-01-03T00:00:00", [fbp("dev-lung1-sv8"),
+                                        dds("dev-lung1-sv8", "body-ct-group, group_combine=centre", 29.0, 30.0, 29.0)])]
+    lines = summary(runs).split("\n")[2:]
+    by_variant = {line.split(" | ")[1]: line for line in lines}
+    assert "+0.60 / +1.10 / +1.20" in by_variant["prior body-ct-group, group_combine=tile"]
+    assert "best: met (+0.5 / +1.0 / +1.0)" in by_variant["prior body-ct-group, group_combine=tile"]
+    assert "-0.50 / -0.50 / -0.50" in by_variant["prior body-ct, start_sigma=0, slice_noise_period=2"]
+    assert "| 18.0 |" in by_variant["prior body-ct-group, group_combine=tile"]
+    dev = by_variant["prior body-ct-group, group_combine=centre"]
+    assert "development" in dev and "best:" not in dev
