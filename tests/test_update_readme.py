@@ -57,7 +57,8 @@ def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
     for path in script.targets():          # every block in the repository names a known source
         for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
             assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
-                            "diffusion-summary", "any-size-summary"), (path, name)
+                            "diffusion-summary", "any-size-summary", "adaptation",
+                            "adaptation-summary"), (path, name)
 
 
 def test_any_size_summary_matches_data_by_size_and_fbp() -> None:
