@@ -150,6 +150,9 @@ def reconstruct(measurement: Any, method: str, *, prior: Optional[str] = None,
             choices listed when none fits. A prior of the other modality is refused.
         settings: the method's settings: None (the task's defaults, ``configs/<method>_<task>.yaml``)
             or a dict of overrides, e.g. ``{"iterations": 50}``, ``{"steps": 20, "seed": 1}``.
+            DDS: when the prior does not fit the measurement and the dict sets none of
+            ``start_sigma``, ``steps``, ``adapt*``, the run takes the safe start
+            (:mod:`medrecon.samplers.prior_fit`); setting them keeps them.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         progress: show progress bars (labelled with the method and stage).
         backend: CT projector: ``"auto"``, ``"astra"`` or ``"torch"``.

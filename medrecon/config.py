@@ -122,7 +122,14 @@ def make_settings(method: str, values: Optional[dict] = None, where: str = "sett
             raise UserError(f"{where}: unknown key {key!r} for method {method!r}; valid keys: "
                             f"{', '.join(sorted(names)) or '(none)'}")
         setattr(settings, key, _coerce(value, getattr(settings, key), key, where))
+    settings._user_settings = frozenset(values or {})   # what the caller chose (user_settings())
     return settings
+
+
+def user_settings(settings: Any) -> Optional[frozenset]:
+    """The names of the settings given to :func:`make_settings` (a config file's and ``--set``'s,
+    not the defaults); None for settings built otherwise."""
+    return getattr(settings, "_user_settings", None)
 
 
 def read_config_document(path: str | Path) -> dict:

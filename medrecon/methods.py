@@ -130,6 +130,7 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
     def run(m: Measurement, op: LinearOperator, y: torch.Tensor, s: Any, progress: bool,
             device: str | torch.device, slab: Optional["Slab"] = None) -> torch.Tensor:
         import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
+        from medrecon.config import user_settings
         from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
         from medrecon.samplers.run import reconstruct, tv_warm_start
@@ -141,7 +142,7 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
                              store=store, save_every=s.save_every, resume=s.resume,
                              progress=progress, warm_start=labelled(f"{method} warm start",
                                                                     tv_warm_start(m.task, slab, progress)),
-                             slab=slab)
+                             slab=slab, user_settings=user_settings(s))
         LAST_INFO.clear()
         LAST_INFO.update(result.info, std=result.std)
         return result.x

@@ -18,6 +18,8 @@ Sources (all produced by commands in this repository, which the tables name):
 - ``fewstep``: benchmarks/results/fewstep/fewstep.md (``python benchmarks/fewstep.py``)
 - ``network_precision``: benchmarks/results/network_precision/network_precision.md
   (``python benchmarks/network_precision.py --compile``)
+- ``adaptation``: benchmarks/results/adaptation/adaptation.md (``python benchmarks/adaptation.py``);
+  ``adaptation-summary``: its first table (one line per development case)
 - ``priors``: medrecon/prior/weights/*/model_card.json and prior_eval.json
   (``medrecon train ...`` and ``medrecon prior-eval ...``)
 
@@ -36,8 +38,8 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
-PRIORS = ("phantom", "chest-ct", "brain-mri")
-EVAL_DATA = {"phantom": "phantoms", "chest-ct": "lung2", "brain-mri": "brain2"}
+PRIORS = ("phantom", "chest-ct", "body-ct", "brain-mri")
+EVAL_DATA = {"phantom": "phantoms", "chest-ct": "lung2", "body-ct": "body-ct-sample-set", "brain-mri": "brain2"}
 
 
 def benchmark_table(name: str) -> str:
@@ -50,6 +52,13 @@ def benchmark_table(name: str) -> str:
     texts = [f.read_text().strip() for f in files]
     # the benchmarks' own headings (their titles included) sit below the README's "###" level
     return "\n\n".join(re.sub(r"^#{1,3} ", "#### ", t, flags=re.M) for t in texts)
+
+
+def adaptation_summary() -> str:
+    """The summary table of the adaptation benchmark (its text before the per-case sections)."""
+    text = (REPO / "benchmarks" / "results" / "adaptation" / "adaptation.md").read_text()
+    head = text.split("\n## ", 1)[0].strip().splitlines()
+    return "\n".join(line for line in head if not line.startswith("# "))
 
 
 def priors_table() -> str:
@@ -74,7 +83,9 @@ def priors_table() -> str:
                          f"{row['tv_psnr']:.2f} | {row['gain_over_tv_db']:+.2f} dB |")
         commands.append(f"- `{name}`: `{t['command']}`; then "
                         f"`medrecon prior-eval {name} --data {EVAL_DATA[name]} --output "
-                        f"medrecon/prior/weights/{name}` ({ev['slices']} held-out slices, seed {ev['seed']})")
+                        f"medrecon/prior/weights/{name}` ({ev['slices']} "
+                        f"{'validation' if EVAL_DATA[name].endswith('sample-set') else 'held-out'} slices, "
+                        f"seed {ev['seed']})")
     return "\n".join(lines + ["", "Commands:", ""] + commands)
 
 
@@ -284,7 +295,8 @@ def update(text: str, sources: dict) -> str:
 def main() -> int:
     sources = {"classical": benchmark_table, "diffusion": benchmark_table, "denoising": benchmark_table,
                "demo": benchmark_table, "noise_weight": benchmark_table,
-               "fewstep": benchmark_table, "network_precision": benchmark_table,
+               "fewstep": benchmark_table, "network_precision": benchmark_table, "adaptation": benchmark_table,
+               "adaptation-summary": lambda _: adaptation_summary(),
                "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary(),
                "any-size-summary": lambda _: any_size_summary(),

@@ -71,6 +71,94 @@ def test_reconstruct_records_the_statistic_in_the_run_info() -> None:
     part, op, y = cases._local(m, None)
     result = reconstruct("dds", op, y, load_prior("phantom"), part, steps=1)
     fit = result.info["prior_fit"]
-    assert fit["prior"] == "phantom" and fit["statistic"] == "denoising_residual_ratio"
-    assert fit["ratio"] == pytest.approx(fit["residual_rms"] / fit["reference_rmse"])
-    assert isinstance(fit["fits"], bool)
+    assert fit["prior"] == "phantom" and fit["statistic"] == "heldout_prediction_ratio"
+    assert fit["heldout_ratio"] == fit["heldout"][f"q{pf.CV_SIGMA:g}"] and fit["threshold"] == pf.CV_THRESHOLD
+    assert fit["ratio"] == pytest.approx(fit["residual_rms"] / fit["reference_rmse"])   # also recorded
+    assert isinstance(fit["fits"], bool) and fit["path"] in ("defaults", "as set")
+
+
+# --- the held-out prediction statistic and the default run's safe start -----------------------
+class Oracle(Denoiser):
+    """Returns, for every image, the true slice nearest to it (a prior that fits perfectly)."""
+
+    fixed_size = False
+
+    def __init__(self, truth: torch.Tensor) -> None:
+        super().__init__()
+        self.truth = truth
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        d = ((x[:, 0, None] - self.truth[None]) ** 2).flatten(2).sum(-1)     # [B, Z]
+        return self.truth[d.argmin(dim=1)][:, None]
+
+
+def _ct_case():
+    import distributed_cases as cases
+    from medrecon.samplers.run import tv_warm_start
+    from medrecon.tasks import ct_working_units
+    from medrecon.volume import Volume
+
+    m = cases.ct_measurement()
+    part, op, y = cases._local(m, None)
+    truth = torch.from_numpy(ct_working_units(Volume.from_array(m.arrays["reference"], modality="CT",
+                                                                units="a.u."))[0])
+    return part, op, y, truth, tv_warm_start(part.task)
+
+
+def test_heldout_prediction_separates_a_fitting_from_a_misfit_denoiser() -> None:
+    _, op, y, truth, solver = _ct_case()
+    good = pf.heldout_prediction(Oracle(truth), op, y, solver)
+    bad = pf.heldout_prediction(Shrink(0.0), op, y, solver)
+    assert good["held_lines"] == 2 and good["lines"] == 8      # views 0 and 4 of 8
+    assert good[f"q{pf.CV_SIGMA:g}"] < 0.5 < pf.CV_THRESHOLD < 2.0 < bad[f"q{pf.CV_SIGMA:g}"]
+
+
+def test_fit_warning_fires_for_a_misfit_and_not_for_a_fitting_denoiser(caplog) -> None:
+    _, op, y, truth, solver = _ct_case()
+    x_w = solver(op, y)
+    card = {"name": "my-prior"}
+    with caplog.at_level(logging.WARNING, logger=pf.__name__):
+        good = pf.prior_fit(Oracle(truth), x_w, card, op=op, y=y, solver=solver, fallback=pf.SAFE_PATH)
+    assert good["fits"] and good["path"] == "defaults" and not caplog.records
+    assert good["statistic"] == "heldout_prediction_ratio" and good["heldout_ratio"] < 1
+    with caplog.at_level(logging.WARNING, logger=pf.__name__):
+        bad = pf.prior_fit(Shrink(0.0), x_w, card, op=op, y=y, solver=solver, fallback=pf.SAFE_PATH)
+    assert not bad["fits"] and bad["path"] == "safe start" and bad["path_settings"] == pf.SAFE_PATH
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    msg = record.getMessage()
+    assert "'my-prior'" in msg and "held-out prediction ratio" in msg and "threshold 1.00" in msg
+    assert "start_sigma=0.05 steps=10" in msg and msg.endswith("--set adapt=true") and "\n" not in msg
+
+
+def test_safe_path_only_without_path_settings_given() -> None:
+    assert pf.safe_path(()) == pf.SAFE_PATH and pf.safe_path({"seed", "prior", "lam_rel"}) == pf.SAFE_PATH
+    for given in ({"steps"}, {"start_sigma"}, {"adapt"}, {"adapt_lr"}):
+        assert pf.safe_path(given) is None
+    assert pf.safe_path(None) is None                    # the caller did not say: nothing replaced
+
+
+def test_settings_remember_what_the_user_gave() -> None:
+    from medrecon import methods  # noqa: F401 - registers dds
+    from medrecon.config import make_settings, user_settings
+
+    s = make_settings("dds", {"steps": "4", "seed": 2}, task="sparse-view-ct")
+    assert user_settings(s) == {"steps", "seed"} and s.start_sigma == 0.3
+    assert user_settings(make_settings("dds", None, task="sparse-view-ct")) == frozenset()
+
+
+@pytest.mark.parametrize("given, path, steps", [((), "safe start", 10), ({"steps"}, "as set", 2),
+                                               (None, "as set", 2)])
+def test_default_run_takes_the_safe_start_unless_settings_were_given(monkeypatch, given, path,
+                                                                     steps) -> None:
+    from medrecon.prior.checkpoint import load_prior
+    from medrecon.samplers.run import reconstruct
+
+    part, op, y, _, _ = _ct_case()
+    monkeypatch.setattr(pf, "CV_THRESHOLD", -1.0)        # the prior never fits
+    settings = {"steps": 2} if given != () else {}     # the caller's keywords count as given
+    result = reconstruct("dds", op, y, load_prior("phantom"), part, user_settings=given, **settings)
+    fit = result.info["prior_fit"]
+    assert fit["fits"] is False and fit["path"] == path
+    assert result.info["nfe_per_slice"] == steps
+    if path == "safe start":
+        assert fit["path_settings"] == {"start_sigma": 0.05, "steps": 10}

@@ -58,7 +58,8 @@ def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
         for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
             assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
                             "diffusion-summary", "any-size-summary", "fewstep",
-                            "network_precision", "z-coupling-summary"), (path, name)
+                            "network_precision", "z-coupling-summary", "adaptation",
+                            "adaptation-summary"), (path, name)
 
 
 def test_any_size_summary_matches_data_by_size_and_fbp() -> None:

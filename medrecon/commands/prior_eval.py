@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, nargs="+",
                    help="held-out slices: 'phantoms' (test seeds >= 1000000), 'chest-ct' (test slab 41-64), "
                         "'brain-mri' (MNI template test slab), 'lung2' / 'brain2' (held-out sample subjects), "
+                        "'ct-sample-set' / 'body-ct-sample-set' / 'mr-sample-set' (the validation slices of "
+                        "that training set, split and pixel spacings as the prior's card records), "
                         "or NIfTI / NRRD files / DICOM directories (in the prior's intensity convention: its "
                         "window, or the normalised magnitude of an MR prior)")
     p.add_argument("--slices", type=int, default=16, help="number of held-out slices to use (evenly spaced)")
@@ -36,8 +38,14 @@ def held_out_slices(data: list[str], card: dict, size: int):
 
     from medrecon import datasets
     from medrecon.io import load_volume
+    from medrecon.commands.train import SAMPLE_SETS
     from medrecon.prior.data import training_slices
 
+    if len(data) == 1 and data[0] in SAMPLE_SETS:      # the prior's own validation slices
+        from medrecon.prior.data import sample_training_set
+        config = card.get("training", {}).get("config", {})
+        return sample_training_set(SAMPLE_SETS[data[0]], size, spacings=config.get("pixel_spacings"),
+                                   crop=int(config.get("crop", 64))).val
     if data == ["phantoms"]:
         from medrecon.phantoms import TEST_SEED_START, random_ellipsoids
         contrast = "mr" if "mr" in str(card.get("training", {}).get("data", "")).lower() else "ct"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import torch
 
@@ -34,7 +34,7 @@ from medrecon.samplers.problem import volume_shape
 from medrecon.samplers.resume import check_resumable, problem_identity, sampler_identity
 from medrecon.samplers.conventions import operator_norm_sq
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior, sample_store
-from medrecon.samplers.prior_fit import prior_fit
+from medrecon.samplers.prior_fit import fit_config, prior_fit, safe_path
 from medrecon.samplers.state import StateStore
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                 samples: int = 1, seed: int = 0, store: Optional[StateStore] = None,
                 save_every: int = 0, resume: bool = False, progress: bool = False,
                 x_init: Optional[torch.Tensor] = None, warm_start: Optional[WarmStart] = None,
-                slab: Optional["Slab"] = None, **overrides: Any) -> Reconstruction:
+                slab: Optional["Slab"] = None, user_settings: Optional[Iterable[str]] = None,
+                **overrides: Any) -> Reconstruction:
     """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
@@ -70,7 +71,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     :func:`tv_warm_start`); ``info["time_warm_start"]`` is the time spent on that start (s).
     ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.loop.RunOptions`);
     ``slab``: this process's z-slab of a distributed run (``op``, ``y`` and the result are its
-    slices).
+    slices). ``user_settings``: the names of the settings the user chose; when the prior does
+    not fit (:mod:`~medrecon.samplers.prior_fit`) and they hold no path setting, the run takes
+    the measured-safe start (None: the caller's settings are kept as they are).
     """
     if method not in SAMPLERS:
         raise UserError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -96,14 +99,23 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
             cfg = with_overrides(cfg, noise_sigma=noise_working / imap.scale)
     common: dict[str, Any] = dict(seed=seed, store=store, save_every=save_every,
                                   resume=resume, progress=progress, slab=slab)
+    given = None if user_settings is None else {*user_settings, *overrides}
+    fallback = safe_path(given) if method == "dds" else None
     if resume and store is not None:       # refuse another run's state before the warm start
-        common["op_norm_sq"] = check_resume_first(method, op, y_p, denoiser, cfg, seed, samples,
-                                                  store, slab)
+        try:
+            common["op_norm_sq"] = check_resume_first(method, op, y_p, denoiser, cfg, seed, samples,
+                                                      store, slab)
+        except UserError:                  # or a state saved on the safe start (prior_fit)
+            if not fallback:
+                raise
+            common["op_norm_sq"] = check_resume_first(method, op, y_p, denoiser,
+                                                      with_overrides(cfg, **fallback), seed,
+                                                      samples, store, slab)
     warm_seconds = 0.0
+    solver = warm_start if warm_start is not None else tv_warm_start(task, slab, progress)
     if x_init is not None:
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
-        solver = warm_start if warm_start is not None else tv_warm_start(task, slab, progress)
         t0 = time.perf_counter()
         # in prior units, where the TV weights' convention (images in a [0, 1] window) holds
         with torch.no_grad():
@@ -115,7 +127,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         check_prior_fit(common.get("x_init"), op, y_p, card, slab)
         if common.get("x_init") is not None and int(getattr(denoiser, "slice_group", 1)) == 1:
             # issue 24: does the prior fit? (prior_fit.py; 2D priors)
-            fit = prior_fit(denoiser, common["x_init"], card, slab)
+            fit = prior_fit(denoiser, common["x_init"], card, slab, op=op, y=y_p, solver=solver,
+                            fallback=fallback, adapting=bool(getattr(cfg, "adapt", False)))
+            cfg = fit_config(cfg, fit)
     if samples == 1:
         result = SAMPLERS[method](op, y_p, denoiser, cfg, **common)
         return Reconstruction(imap.image_from_prior(result.x), None,
