@@ -162,3 +162,12 @@ def test_default_run_takes_the_safe_start_unless_settings_were_given(monkeypatch
     assert result.info["nfe_per_slice"] == steps
     if path == "safe start":
         assert fit["path_settings"] == {"start_sigma": 0.05, "steps": 10}
+
+
+def test_complex_images_keep_the_residual_ratio(tmp_path) -> None:
+    """MR (complex) images: the held-out ratio did not separate MR cases, the residual ratio decides."""
+    (tmp_path / pf.EVAL_FILE).write_text(json.dumps({"denoising": [{"sigma": 0.1, "prior_psnr": 30.0}]}))
+    x = (_image() + 0j).to(torch.complex64)
+    fit = pf.prior_fit(Shrink(0.0), x, {"name": "mr", "directory": str(tmp_path)},
+                       op=object(), y=torch.zeros(1), solver=lambda o, d: None)
+    assert fit["statistic"] == "denoising_residual_ratio" and "heldout" not in fit
