@@ -248,7 +248,9 @@ def test_interrupted_dds_exits_130_and_resumes_through_the_cli(ws, monkeypatch) 
                                              "--save-every", "1"),
                            ws, lambda: _saved_step(state / "state.json") >= 3)
     assert done.returncode == 130, done.stderr
-    lines = done.stderr.strip().splitlines()
+    # the tiny test prior does not fit the phantom: the prior-fit warning may come first
+    lines = [line for line in done.stderr.strip().splitlines()
+             if not line.startswith("WARNING medrecon.samplers.prior_fit: ")]
     assert len(lines) == 1 and lines[0].startswith("medrecon reconstruct: interrupted: dds "
                                                    "interrupted by SIGINT after step"), lines
     stopped = _saved_step(state / "state.json")
@@ -316,6 +318,8 @@ def test_resume_of_another_run_is_refused_before_the_warm_start(ws, capsys, monk
         assert len(err) == 1 and text in err[0], (what, err)
         assert warm_starts == [], what
         assert snapshot(ws) == before, what
-    assert main(base) == 0 and len(warm_starts) == 1                 # the same run resumes
+    # the same run resumes: the warm start, and the prior-fit check's ADMM-TV on the views it
+    # keeps (it holds out every 4th view; samplers/prior_fit.py)
+    assert main(base) == 0 and len(warm_starts) == 2
     info = json.loads((ws / "again.config.json").read_text())["sampler"]
     assert info["resumed_from"] == 3
