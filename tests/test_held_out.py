@@ -57,15 +57,21 @@ def test_abdomen_training_part_is_the_superior_slices_only() -> None:
 
 def test_body_ct_multiscale_training_never_reads_the_pelvis() -> None:
     """At the TotalSegmentator volume's own 3 mm grid (a level without resampling), no training
-    or validation window of the body CT set equals a held-out pelvis slice (k < 56)."""
+    or validation window of the body CT set, nor of the slice-group stacks (body-ct-group), equals
+    a held-out pelvis slice (k < 56)."""
     from medrecon import datasets
     from medrecon.prior.data import CT_INTENSITY, at_pixel_spacing
     from medrecon.training_sets import sample_training_set
     from medrecon.volume import to_window
 
-    data = sample_training_set("body-ct", 128, spacings=[3.0], crop=64)
+    data = sample_training_set("body-ct", 128, spacings=[3.0], crop=64, groups=True)
     assert data.level_spacings == [3.0]
-    level = data.levels[0].numpy()
+    # the 2D level and the slice-group prior's contiguous stacks (training and validation)
+    stacks = [a.numpy() for _, a in data.stacks[0] + data.val_stacks[0]]
+    n0 = min(a.shape[-1] for a in [data.levels[0].numpy(), *stacks])
+    level = np.concatenate([a[:, (a.shape[1] - n0) // 2:(a.shape[1] - n0) // 2 + n0,
+                              (a.shape[2] - n0) // 2:(a.shape[2] - n0) // 2 + n0]
+                            for a in [data.levels[0].numpy(), *stacks]])
     pelvis = at_pixel_spacing(datasets.abdomen_pelvis_slab("test"), 3.0, 128)
     pelvis = np.asarray(to_window(pelvis, CT_INTENSITY["window"]), np.float32)
     n = min(level.shape[-1], pelvis.shape[-1])
