@@ -62,6 +62,16 @@ CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
 DIFFUSION: dict[str, Callable[..., torch.Tensor]] = {}
 
 
+def check_method(m: Measurement, method: str) -> None:
+    """Refuse a method name that is unknown, or classical and not for the measurement's task."""
+    if method not in CLASSICAL and method not in DIFFUSION:
+        raise UserError(f"unknown method {method!r}; choose from "
+                        f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
+    if method in CLASSICAL and method not in methods_for(m.task):
+        raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
+                        f"choose from {', '.join((*methods_for(m.task), *DIFFUSION))}")
+
+
 def run_method(m: Measurement, method: str, settings: Optional[Any] = None, device: str | torch.device = "cpu",
                progress: bool = False, backend: str = "auto",
                operator: Optional[LinearOperator] = None, slab: Optional["Slab"] = None) -> torch.Tensor:
@@ -74,12 +84,7 @@ def run_method(m: Measurement, method: str, settings: Optional[Any] = None, devi
     (:func:`medrecon.prior.catalog.default_prior`; the choice is logged and written back into
     ``settings.prior``). ``progress``: progress bars labelled with the method and stage.
     ``operator`` / ``slab``: a prebuilt operator and this rank's z-slab (distributed runs)."""
-    if method not in CLASSICAL and method not in DIFFUSION:
-        raise UserError(f"unknown method {method!r}; choose from "
-                        f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
-    if method in CLASSICAL and method not in methods_for(m.task):
-        raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
-                        f"choose from {', '.join((*methods_for(m.task), *DIFFUSION))}")
+    check_method(m, method)
     if settings is None or isinstance(settings, dict):
         settings = make_settings(method, settings, task=m.task)
     if method in DIFFUSION:

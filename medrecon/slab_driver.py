@@ -28,7 +28,7 @@ from medrecon.distributed.launch import ProcessGroup
 from medrecon.distributed.slab import Slab
 from medrecon.errors import Interrupted, UserError
 from medrecon.io.measurements import Measurement
-from medrecon.methods import CLASSICAL, DIFFUSION, LAST_INFO, methods_for, run_method
+from medrecon.methods import DIFFUSION, LAST_INFO, check_method, run_method
 
 # Arrays that hold one entry per slice when they have this many dimensions (else shared).
 PER_SLICE_NDIM = {"mask": 3, "coil_maps": 4}
@@ -115,12 +115,7 @@ class SlabDriver:
                    **_: Any) -> torch.Tensor:
         """As :func:`medrecon.methods.run_method` (``device`` is each rank's own); the result is
         the whole volume, and :data:`medrecon.methods.LAST_INFO` holds the gathered details."""
-        if method not in CLASSICAL and method not in DIFFUSION:
-            raise UserError(f"unknown method {method!r}; choose from "
-                            f"{', '.join(sorted(set(CLASSICAL) | set(DIFFUSION)))}")
-        if method in CLASSICAL and method not in methods_for(m.task):
-            raise UserError(f"method {method!r} does not apply to task {m.task!r}; "
-                            f"choose from {', '.join(methods_for(m.task))}")
+        check_method(m, method)
         n = int(m.data.shape[0])
         if n < self.group.world:
             raise UserError(f"{n} slices cannot be shared out over {self.group.world} processes; "

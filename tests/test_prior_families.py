@@ -67,6 +67,15 @@ def test_register_family_needs_a_name() -> None:
         families.register_family("", lambda *a, **k: None)
 
 
+def _fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python process on this checkout (it must succeed)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_the_published_families_register_when_their_package_is_imported() -> None:
     """In a fresh interpreter: the loader alone knows edm-unet only; importing medrecon.published
     adds ncsnpp and adm (the loader never imports it)."""
@@ -76,10 +85,7 @@ def test_the_published_families_register_when_their_package_is_imported() -> Non
             "print(sorted(families.FAMILIES))\n"
             "import medrecon.published\n"
             "print(sorted(families.FAMILIES))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = _fresh_interpreter(code)
     assert out.stdout.split("\n")[:2] == ["['edm-unet']", "['adm', 'edm-unet', 'ncsnpp']"]
 
 
@@ -98,10 +104,7 @@ def test_a_card_of_an_unregistered_family_loads_its_installed_plugin() -> None:
             "    families.family_builder('nope', Path('card.json'))\n"
             "except DataError as e:\n"
             "    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = _fresh_interpreter(code)
     lines = out.stdout.split("\n")
     assert lines[0] == "True ['adm', 'edm-unet', 'ncsnpp']"
     assert lines[1].startswith("card.json: unknown architecture family 'nope'")

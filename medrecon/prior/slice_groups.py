@@ -68,19 +68,15 @@ def validation_groups(val_stacks: Sequence[Sequence[Stack]], channels: int, size
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed validation groups: the first C slices of every volume's validation slab at every
     level (stride 1), centre ``size`` window: ``[M, C, size, size]`` and ``[M]`` spacings (mm)."""
-    groups, spacing = [], []
-    for level in val_stacks:
-        for dz, volume in level:
-            if volume.shape[0] < channels:
-                continue
-            n = volume.shape[-1]
-            w = min(size, n)
-            o = (n - w) // 2
-            groups.append(volume[:channels, o:o + w, o:o + w])
-            spacing.append(dz)
-    if not groups:
+    found = [(dz, volume[:channels]) for level in val_stacks for dz, volume in level
+             if volume.shape[0] >= channels]
+    if not found:
         raise ValueError(f"no validation slab holds {channels} slices")
-    w = min(g.shape[-1] for g in groups)
-    groups = [g[..., (g.shape[-1] - w) // 2:(g.shape[-1] - w) // 2 + w, (g.shape[-1] - w) // 2:(g.shape[-1] - w) // 2 + w]
-              for g in groups]
-    return torch.stack(groups), torch.tensor(spacing, dtype=torch.float64)
+    w = min(size, *(g.shape[-1] for _, g in found))
+
+    def centre(g: torch.Tensor) -> torch.Tensor:
+        o = (g.shape[-1] - w) // 2
+        return g[..., o:o + w, o:o + w]
+
+    return (torch.stack([centre(g) for _, g in found]),
+            torch.tensor([dz for dz, _ in found], dtype=torch.float64))

@@ -225,8 +225,9 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         raise UserError("x_init is only used with start_sigma > 0 (a warm start)")
     denoiser = denoiser.to(device).eval()
     group = int(getattr(denoiser, "slice_group", 1))
+    n_whole = slab.n if slab is not None else n
     if group > 1:
-        check_group_problem(cfg, op, group, slab.n if slab is not None else n)
+        check_group_problem(cfg, op, group, n_whole)
     precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
@@ -293,7 +294,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                                   device, options, slab)
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
-            "nfe_per_slice": nfe_per_slice(cfg, group, slab.n if slab is not None else n),
+            "nfe_per_slice": nfe_per_slice(cfg, group, n_whole),
             "timesteps": ts, "schedule": schedule.record(sigmas), "sigma_first": sigmas[0],
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
