@@ -83,6 +83,9 @@ def slab_results(rank: int, world: int, network: bool = False) -> dict:
     # computed by both ranks from the gathered batch, one group per network call
     out["ct-dds-slice-groups"] = dds(op, y, group_network(), steps=3, seed=7, z_spacing_mm=5.0,
                                      group_combine="tile", chunk=1, slab=slab).x
+    # a centre-output group prior: every slice from its own (mirrored) group, one call per slice
+    out["ct-dds-centre-output-groups"] = dds(op, y, group_network(centre_output=True), steps=3, seed=7,
+                                             z_spacing_mm=5.0, chunk=1, slab=slab).x
 
     mri = mri_measurement(per_slice_maps=False)
     part, op, y = _local(mri, slab)
@@ -119,14 +122,20 @@ def slab_results(rank: int, world: int, network: bool = False) -> dict:
     return {"slices": list(hi_lo(slab)), "results": {k: v.detach().cpu() for k, v in out.items()}}
 
 
-def group_network():
-    """A small untrained slice-group prior (3 slices, seeded weights) for 32 x 32 slices."""
+def group_network(centre_output: bool = False):
+    """A small slice-group prior (3 slices, seeded weights) for 32 x 32 slices; the
+    centre-output one gets seeded non-zero weights everywhere (MONAI starts the output
+    convolution at zero), so the neighbours it is given change its output."""
     from medrecon.prior.network import EDMUNetDenoiser, UNetConfig
 
     torch.manual_seed(0)
     net = EDMUNetDenoiser(UNetConfig(image_size=32, channels=(8, 8), attention_levels=(False, False),
                                      mid_attention=False, num_head_channels=8, norm_num_groups=4,
-                                     slice_group=3, z_classes=10))
+                                     slice_group=3, z_classes=10, centre_output=centre_output))
+    if centre_output:
+        with torch.no_grad():
+            for param in net.parameters():
+                param.add_(0.02 * torch.randn(param.shape))
     return net.eval().requires_grad_(False)
 
 

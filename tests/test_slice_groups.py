@@ -12,7 +12,7 @@ from medrecon.prior.network import EDMUNetDenoiser, UNetConfig, z_spacing_class
 from medrecon.prior.slice_groups import draw_group_batch, group_spacings, validation_groups
 from medrecon.prior.train import TrainConfig, inflate_to_group
 from medrecon.samplers.config import DdsConfig
-from medrecon.samplers.group import group_denoise, group_starts
+from medrecon.samplers.group import group_denoise, group_starts, mirrored_group, resolve_combine
 
 SMALL = dict(channels=(8, 8), attention_levels=(False, False), mid_attention=False, num_head_channels=8,
              norm_num_groups=4, image_size=16)
@@ -183,12 +183,15 @@ def test_dds_refuses_what_a_group_prior_cannot_do() -> None:
         in_dtype = torch.complex64
 
     with pytest.raises(UserError, match="real"):
-        check_group_problem(DdsConfig(z_spacing_mm=5.0), Op(), 3, 8)
+        check_group_problem(DdsConfig(z_spacing_mm=5.0), Op(), 3, 8, "tile", False)
     Op.in_dtype = torch.float32
     with pytest.raises(UserError, match="z_spacing_mm"):
-        check_group_problem(DdsConfig(), Op(), 3, 8)
+        check_group_problem(DdsConfig(), Op(), 3, 8, "tile", False)
     with pytest.raises(UserError, match="adapt"):
-        check_group_problem(DdsConfig(z_spacing_mm=5.0, adapt=True), Op(), 3, 8)
+        check_group_problem(DdsConfig(z_spacing_mm=5.0, adapt=True), Op(), 3, 8, "tile", False)
+    with pytest.raises(UserError, match="at least 2 slices"):
+        check_group_problem(DdsConfig(z_spacing_mm=5.0), Op(), 3, 1, "centre", True)
+    check_group_problem(DdsConfig(z_spacing_mm=5.0), Op(), 3, 2, "centre", True)
 
 
 def test_shipped_group_prior_uses_its_neighbours_on_held_out_slices() -> None:
@@ -219,3 +222,80 @@ def test_shipped_group_prior_uses_its_neighbours_on_held_out_slices() -> None:
 
     assert psnr(true) >= 30.6
     assert psnr(true) - psnr(alone) >= 0.5
+
+
+class CentreOutput(ChannelMean):
+    """A stand-in centre-output group denoiser: the centre slice becomes 100 * first channel +
+    10 * centre + last channel (so the slices it was given are readable from the output)."""
+
+    centre_output = True
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, z_spacing_mm: float) -> torch.Tensor:
+        self.calls += x.shape[0]
+        assert x.shape[1] == 3 and z_spacing_mm == 5.0
+        return (100 * x[:, 0] + 10 * x[:, 1] + x[:, 2])[:, None]
+
+
+def test_centre_output_groups_are_mirrored_at_the_ends() -> None:
+    assert mirrored_group(0, 5, 3) == [1, 0, 1]
+    assert mirrored_group(2, 5, 3) == [1, 2, 3]
+    assert mirrored_group(4, 5, 3) == [3, 4, 3]
+    assert mirrored_group(1, 6, 5) == [1, 0, 1, 2, 3]
+    with pytest.raises(UserError, match="at least 2 slices"):
+        mirrored_group(0, 1, 3)
+
+
+def test_centre_output_prior_denoises_every_slice_from_its_own_group() -> None:
+    n = 6
+    x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1).expand(n, 2, 2).contiguous()
+    net = CentreOutput()
+    got = group_denoise(net, x, 0.5, 5.0, "centre", 3, 4)[:, 0, 0]
+    expected = [100 * a + 10 * k + b for k, (a, _, b) in enumerate(mirrored_group(k, n, 3) for k in range(n))]
+    assert got.tolist() == expected
+    assert net.calls == n                     # one call per slice, as a 2D prior
+    for bounds in ([(0, 3), (3, 6)], [(0, 1), (1, 4), (4, 6)]):
+        parts = [group_denoise(net, x[lo:hi], 0.5, 5.0, "centre", 3, 4, slab=_Slab(lo, hi, x))
+                 for lo, hi in bounds]
+        assert torch.equal(torch.cat(parts), got.new_tensor(expected).reshape(n, 1, 1).expand(n, 2, 2))
+
+
+def test_the_combination_follows_the_prior() -> None:
+    assert resolve_combine("auto", CentreOutput()) == "centre"
+    assert resolve_combine("auto", ChannelMean()) == "tile"
+    assert resolve_combine("mean", ChannelMean()) == "mean"
+    with pytest.raises(UserError, match="centre slice"):
+        resolve_combine("tile", CentreOutput())
+    with pytest.raises(ValueError, match="odd slice_group"):
+        UNetConfig(slice_group=2, centre_output=True)
+
+
+def _noisy_weights(net: torch.nn.Module) -> None:
+    with torch.no_grad():   # MONAI starts the output convolution at zero: give every weight a value
+        for param in net.parameters():
+            param.add_(0.05 * torch.randn(param.shape))
+
+
+def test_centre_output_network_started_from_a_2d_prior_is_it_and_trains_on_the_centre() -> None:
+    from medrecon.prior.train import edm_loss
+
+    torch.manual_seed(0)
+    flat = EDMUNetDenoiser(UNetConfig(**SMALL)).eval()
+    _noisy_weights(flat)
+    net = EDMUNetDenoiser(UNetConfig(**SMALL, slice_group=3, z_classes=10, centre_output=True)).eval()
+    state = net.state_dict()
+    state.update(inflate_to_group(flat.state_dict(), state))
+    net.load_state_dict(state)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.2, 1.0])
+    with torch.no_grad():
+        out = net.denoise(x, sigma, 5.0)
+        assert out.shape == (2, 1, 16, 16)
+        torch.testing.assert_close(out, flat.denoise(x[:, 1:2], sigma), rtol=1e-5, atol=1e-6)
+        # the loss is the 2D prior's loss on the centre slice: the neighbours are inputs only
+        loss = edm_loss(net, x, torch.Generator().manual_seed(3), -1.0, 1.0, z_spacing_mm=torch.full((2,), 5.0))
+        g = torch.Generator().manual_seed(3)
+        sig = torch.exp(-1.0 + torch.randn(2, generator=g)).reshape(-1, 1, 1, 1)
+        noisy = x + sig * torch.randn(x.shape, generator=g)
+        expected = ((net.denoise(noisy, sig.reshape(-1), 5.0) - x[:, 1:2]) ** 2
+                    * (sig**2 + 0.25) / (sig * 0.5) ** 2).mean()
+        torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)

@@ -229,7 +229,8 @@ def slice_group_card(data, config) -> dict:
     spacings = group_spacings(data.stacks, c, config.z_strides)
     return {"slice_group": {"channels": c, "z_spacing_mm": [spacings[0], spacings[-1]],
                             "trained_z_spacings_mm": spacings, "z_strides": list(config.z_strides),
-                            "z_classes": config.network.z_classes}}
+                            "z_classes": config.network.z_classes,
+                            "output": "centre" if config.network.centre_output else "group"}}
 
 
 def check_slices(data, where: str) -> None:

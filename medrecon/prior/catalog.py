@@ -129,6 +129,7 @@ class PriorInfo:
     shipped: bool
     slice_group: int = 1   # slices per group (1: a 2D prior)
     z_spacing_mm: Optional[tuple[float, float]] = None   # group priors: trained slice spacings
+    centre_output: bool = False   # group priors: only the centre slice comes out
 
 
 def _training_summary(card: dict) -> str:
@@ -150,7 +151,8 @@ def prior_info(path: str | Path, shipped: bool = False) -> PriorInfo:
                      image_size=int(card["image_size"]), any_image_size=any_image_size(card),
                      parameters=card.get("parameters"), training=_training_summary(card), shipped=shipped,
                      slice_group=int((card.get("slice_group") or {}).get("channels", 1)),
-                     z_spacing_mm=tuple((card.get("slice_group") or {}).get("z_spacing_mm") or ()) or None)
+                     z_spacing_mm=tuple((card.get("slice_group") or {}).get("z_spacing_mm") or ()) or None,
+                     centre_output=(card.get("slice_group") or {}).get("output") == "centre")
 
 
 def list_priors(extra: Sequence[str | Path] = ()) -> list[PriorInfo]:
@@ -165,6 +167,8 @@ def format_prior_line(p: PriorInfo) -> str:
     size = "any size" if p.any_image_size else f"{p.image_size}x{p.image_size} only"
     if p.slice_group > 1 and p.z_spacing_mm:
         size += f", groups of {p.slice_group} slices {p.z_spacing_mm[0]:g}-{p.z_spacing_mm[1]:g} mm apart"
+        if p.centre_output:
+            size += " (centre slice out)"
     params = f"{p.parameters / 1e6:.2f} M" if isinstance(p.parameters, int) else "?"
     training = p.training if len(p.training) <= 70 else p.training[:67] + "..."
     return (f"{p.name:<12} {p.modality:<4} {p.units:<10} pixels {spacing:<14} {size:<14} "

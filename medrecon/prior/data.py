@@ -236,18 +236,11 @@ def multiscale_levels(volume: Volume, spacings: Sequence[float], intensity: dict
 
 def isotropic_square_slices(volume: Volume, size: int, magnitude: bool = False) -> np.ndarray:
     """Axial slices ``[Z, size, size]`` of ``volume`` on a square grid of square pixels: each slice
-    is resampled to the smaller in-plane spacing (bilinear, antialiased), padded to a square with
-    the volume's minimum (centred; 0 for the ``magnitude``, taken first) and resampled to ``size``,
-    so the whole field of view is kept at its true aspect."""
-    z, y, x = volume.shape
-    dy, dx = volume.spacing[1], volume.spacing[2]
-    d = min(dy, dx)
-    ny, nx = max(1, int(round(y * dy / d))), max(1, int(round(x * dx / d)))
-    array = np.abs(volume.array).astype(np.float32) if magnitude else np.asarray(volume.array, np.float32)
-    if (ny, nx) != (y, x):
-        t = torch.from_numpy(np.ascontiguousarray(array))[:, None]
-        array = F.interpolate(t, size=(ny, nx), mode="bilinear", antialias=True, align_corners=False)[:, 0].numpy()
-    return resample_slices(_square(array, 0.0 if magnitude else None), size)
+    is resampled to the smaller in-plane spacing and padded to a square
+    (:func:`at_pixel_spacing`), then resampled to ``size``, so the whole field of view is kept at
+    its true aspect."""
+    native = min(volume.spacing[1], volume.spacing[2])
+    return resample_slices(at_pixel_spacing(volume, native, 1, magnitude), size)
 
 
 def normalise_magnitude(slices: np.ndarray, percentile: float, target: float) -> tuple[np.ndarray, float]:

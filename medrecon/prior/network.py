@@ -16,6 +16,8 @@ A *slice-group* prior (``slice_group = C > 1``) denoises C slices at once, stack
 estimate sees its neighbours along z. The distance between the group's slices (mm) enters as a
 class label added to the timestep embedding: class ``k`` stands for ``2^(k / 2)`` mm (half-octave
 bins, 1 mm to ``2^((z_classes - 1) / 2)`` mm), the nearest class in log spacing is used.
+With ``centre_output`` the network sees the C slices but returns only the centre one
+(``[B, 1, H, W]``): a 2D denoiser of the centre slice conditioned on its noisy neighbours.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class UNetConfig:
     centre: float = 0.5
     slice_group: int = 1             # C: slices per group (channels); 1 = an ordinary 2D prior
     z_classes: int = 0               # group priors: number of half-octave slice-spacing classes
+    centre_output: bool = False      # group priors: output only the centre slice ([B, 1, H, W])
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -68,6 +71,15 @@ class UNetConfig:
             raise ValueError(f"z_classes must be an integer >= 0, got {self.z_classes!r}")
         if self.z_classes and self.slice_group == 1:
             raise ValueError("z_classes (a slice-spacing input) needs slice_group > 1")
+        if not isinstance(self.centre_output, bool):
+            raise ValueError(f"centre_output must be true or false, got {self.centre_output!r}")
+        if self.centre_output and (self.slice_group == 1 or self.slice_group % 2 == 0):
+            raise ValueError("centre_output needs an odd slice_group > 1 (a centre slice)")
+
+    @property
+    def out_channels(self) -> int:
+        """Slices the network outputs: the centre one, or all of the group's."""
+        return 1 if self.centre_output else self.slice_group
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,8 +104,9 @@ def z_spacing_class(spacing_mm: float, classes: int) -> int:
 
 
 class EDMUNetDenoiser(Denoiser):
-    """A sigma-conditioned denoiser ``[B, C, H, W] -> [B, C, H, W]`` in prior units (C = 1 for
-    a 2D prior, ``slice_group`` for a slice-group prior)."""
+    """A sigma-conditioned denoiser ``[B, C, H, W] -> [B, C', H, W]`` in prior units (C = C' = 1
+    for a 2D prior; C = ``slice_group`` for a slice-group prior, C' = C or 1 with
+    ``centre_output``)."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -106,8 +119,9 @@ class EDMUNetDenoiser(Denoiser):
         self.bytes_per_pixel = 64 * config.channels[0]
         self.sigma_min, self.sigma_max = config.sigma_min, config.sigma_max
         self.slice_group = config.slice_group
+        self.centre_output = config.centre_output
         self.net = DiffusionModelUNet(
-            spatial_dims=2, in_channels=config.slice_group, out_channels=config.slice_group,
+            spatial_dims=2, in_channels=config.slice_group, out_channels=config.out_channels,
             channels=config.channels, attention_levels=config.attention_levels,
             num_res_blocks=config.num_res_blocks, num_head_channels=config.num_head_channels,
             norm_num_groups=config.norm_num_groups, num_class_embeds=config.z_classes or None)
@@ -160,8 +174,15 @@ class EDMUNetDenoiser(Denoiser):
         s = sigma.reshape(-1, 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / torch.sqrt(s**2 + sd**2)
-        xc = x - self.config.centre
-        return self.config.centre + c_skip * xc + c_out * self.raw(x, sigma, z_spacing_mm)
+        return self.config.centre + c_skip * self.skip_input(x) + c_out * self.raw(x, sigma, z_spacing_mm)
+
+    def skip_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The centred input slices the output stands for: all of them, or with
+        ``centre_output`` the centre one ``[B, 1, H, W]``."""
+        if self.config.centre_output:
+            c = self.config.slice_group // 2
+            x = x[:, c:c + 1]
+        return x - self.config.centre
 
 
 def build(config: dict | UNetConfig) -> EDMUNetDenoiser:

@@ -120,8 +120,10 @@ def edm_loss(model: EDMUNetDenoiser, x0: torch.Tensor, generator: torch.Generato
     x = x0 + s * noise
     c_skip = sd**2 / (s**2 + sd**2)
     c_out = s * sd / torch.sqrt(s**2 + sd**2)
-    centre = model.config.centre
-    target = ((x0 - centre) - c_skip * (x - centre)) / c_out
+    if model.config.centre_output:   # the centre slice's own target
+        c = model.config.slice_group // 2
+        x0 = x0[:, c:c + 1]
+    target = ((x0 - model.config.centre) - c_skip * model.skip_input(x)) / c_out
     return (((raw or model.raw)(x, sigma, z_spacing_mm) - target) ** 2).mean()
 
 
@@ -129,7 +131,8 @@ def inflate_to_group(source: dict[str, torch.Tensor], target: dict[str, torch.Te
     """A 2D prior's weights fitted to a slice-group network of C channels: the first
     convolution's single input channel goes to the centre slice (the others start at 0) and the
     last convolution's single output channel is repeated for every slice, so the group network
-    starts as the 2D prior applied to the centre slice. Other tensors are returned unchanged."""
+    starts as the 2D prior applied to the centre slice (a ``centre_output`` network keeps the
+    single output channel). Other tensors are returned unchanged."""
     out = dict(source)
     for k, t in source.items():
         want = tuple(target[k].shape) if k in target else None

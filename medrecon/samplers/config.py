@@ -154,9 +154,10 @@ class DdsConfig:
         residual of the Tweedie estimate (after ``adapt_cg`` differentiable CG iterations) plus
         ``adapt_tv`` times its mean absolute finite difference (TV per pixel). Off by default.
     group_combine: slice-group priors only (:mod:`medrecon.samplers.group`): how the per-slice
-        estimate is assembled from groups: "tile" (groups tile z, borders move every step,
-        about steps / C calls per slice), "centre" (each slice from the group centred on it) or
-        "mean" (mean over all groups holding it).
+        estimate is assembled from groups: "auto" (default: "centre" for a centre-output prior,
+        else "tile"), "tile" (groups tile z, borders move every step, about steps / C calls per
+        slice), "centre" (each slice from the group centred on it) or "mean" (mean over all
+        groups holding it).
     z_spacing_mm: slice-group priors: the distance between slices (mm) given to the network;
         0: taken from the measurement's volume spacing.
     """
@@ -189,7 +190,7 @@ class DdsConfig:
     adapt_until_sigma: float = 0.0
     adapt_cg: int = 0
     adapt_tv: float = 0.0
-    group_combine: str = "tile"
+    group_combine: str = "auto"
     z_spacing_mm: float = 0.0
 
     def __post_init__(self) -> None:
@@ -223,8 +224,8 @@ class DdsConfig:
         _check_number("adapt_tv", self.adapt_tv, 0.0)
         if isinstance(self.adapt_cg, bool) or not isinstance(self.adapt_cg, int) or self.adapt_cg < 0:
             raise UserError(f"adapt_cg must be a non-negative integer, got {self.adapt_cg!r}")
-        if self.group_combine not in ("tile", "centre", "mean"):
-            raise UserError(f"group_combine must be tile, centre or mean, got {self.group_combine!r}")
+        if self.group_combine not in ("auto", "tile", "centre", "mean"):
+            raise UserError(f"group_combine must be auto, tile, centre or mean, got {self.group_combine!r}")
         _check_number("z_spacing_mm", self.z_spacing_mm, 0.0)
         return self
 
@@ -237,7 +238,7 @@ class DdsConfig:
             for name in [k for k in d if k.startswith("adapt")]:
                 d.pop(name)
         d.pop("precision")                   # the resolved precision is in the run's identity
-        if d["group_combine"] == "tile" and d["z_spacing_mm"] == 0.0:   # 2D priors: as before
+        if d["group_combine"] == "auto" and d["z_spacing_mm"] == 0.0:   # 2D priors: as before
             d.pop("group_combine"), d.pop("z_spacing_mm")
         if d["dc_iterations"] == 1:          # the published one ADMM step: identities as before
             d.pop("dc_iterations")

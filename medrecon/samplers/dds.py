@@ -60,7 +60,7 @@ from medrecon.samplers.problem import (check_problem, data_residual, global_norm
 from medrecon.samplers.resume import problem_identity, sampler_identity
 from medrecon.samplers.timing import Timer
 from medrecon.samplers.config import DdsConfig, with_overrides
-from medrecon.samplers.group import group_denoise, group_starts
+from medrecon.samplers.group import group_denoise, group_starts, mirrored_group, resolve_combine
 from medrecon.samplers.conventions import absolute_weights
 from medrecon.samplers.fewstep import resolve_schedule
 from medrecon.samplers.schedules import (ddim_timesteps, largest_timestep_below,
@@ -110,7 +110,8 @@ def ddim_update(x0: torch.Tensor, eps: torch.Tensor, sigma_next: float, eta: flo
     return out
 
 
-def check_group_problem(cfg: DdsConfig, op: LinearOperator, group: int, n_slices: int) -> None:
+def check_group_problem(cfg: DdsConfig, op: LinearOperator, group: int, n_slices: int,
+                        combine: str, centre_output: bool) -> None:
     """Refuse what a slice-group prior cannot do: complex (MRI) images, adaptation, no spacing,
     fewer slices than a group."""
     if op.in_dtype.is_complex:
@@ -119,14 +120,18 @@ def check_group_problem(cfg: DdsConfig, op: LinearOperator, group: int, n_slices
         raise UserError("adapt=true is not available with a slice-group prior")
     if not cfg.z_spacing_mm > 0:
         raise UserError("a slice-group prior needs the slice spacing: set z_spacing_mm (mm)")
-    group_starts(n_slices, group, cfg.group_combine)
+    if combine == "centre" and centre_output:
+        mirrored_group(0, n_slices, group)
+    else:
+        group_starts(n_slices, group, combine)
 
 
-def nfe_per_slice(cfg: DdsConfig, group: int, n_slices: int) -> float:
+def nfe_per_slice(cfg: DdsConfig, group: int, n_slices: int, combine: str = "tile",
+                  centre_output: bool = False) -> float:
     """Network calls per slice of the whole run (a group of C slices is one call)."""
-    if group == 1:
+    if group == 1 or centre_output:
         return float(cfg.steps)
-    calls = sum(len(group_starts(n_slices, group, cfg.group_combine, i)) for i in range(cfg.steps))
+    calls = sum(len(group_starts(n_slices, group, combine, i)) for i in range(cfg.steps))
     return calls / n_slices
 
 
@@ -226,8 +231,10 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
     denoiser = denoiser.to(device).eval()
     group = int(getattr(denoiser, "slice_group", 1))
     n_whole = slab.n if slab is not None else n
+    combine = resolve_combine(cfg.group_combine, denoiser) if group > 1 else ""
+    centre_output = bool(getattr(denoiser, "centre_output", False))
     if group > 1:
-        check_group_problem(cfg, op, group, n_whole)
+        check_group_problem(cfg, op, group, n_whole, combine, centre_output)
     precision = network_precision(cfg.precision, denoiser, device)
     weights = absolute_weights(op, cfg.lam_rel, cfg.rho_rel, cfg.gamma_rel, op_norm_sq, slab)
     if weights.gamma is None and cfg.noise_sigma > 0:   # noisy data: MAP-balanced proximal step
@@ -268,7 +275,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
         xr, sigma = t["x"], sigmas[i]
         with timer.measure("network"):
             if group > 1:
-                x0r = group_denoise(net, xr, max(sigma, sig_floor), cfg.z_spacing_mm, cfg.group_combine,
+                x0r = group_denoise(net, xr, max(sigma, sig_floor), cfg.z_spacing_mm, combine,
                                     i, cfg.chunk, precision, slab)
             else:
                 x0r = prior_chunked(net, xr, max(sigma, sig_floor), cfg.chunk, precision=precision)
@@ -294,7 +301,7 @@ def dds(op: LinearOperator, y: torch.Tensor, denoiser: Denoiser,
                                   device, options, slab)
     x = from_prior_batch(tensors["x"], cplx)
     info = {"method": "dds", "config": dict(cfg.identity(), chunk=cfg.chunk), "seed": seed,
-            "nfe_per_slice": nfe_per_slice(cfg, group, n_whole),
+            "nfe_per_slice": nfe_per_slice(cfg, group, n_whole, combine, centre_output),
             "timesteps": ts, "schedule": schedule.record(sigmas), "sigma_first": sigmas[0],
             "sigma_last": sigmas[-1], "lam": weights.lam, "rho": weights.rho,
             "gamma": weights.gamma, "op_norm_sq": weights.op_norm_sq,
