@@ -54,11 +54,17 @@ def benchmark_table(name: str) -> str:
     return "\n\n".join(re.sub(r"^#{1,3} ", "#### ", t, flags=re.M) for t in texts)
 
 
-def adaptation_summary() -> str:
-    """The summary table of the adaptation benchmark (its text before the per-case sections)."""
-    text = (REPO / "benchmarks" / "results" / "adaptation" / "adaptation.md").read_text()
-    head = text.split("\n## ", 1)[0].strip().splitlines()
-    return "\n".join(line for line in head if not line.startswith("# "))
+def adaptation_summary(text: Optional[str] = None) -> str:
+    """The summary table of the adaptation benchmark with its legend and machine line: its text
+    before the per-case sections without the title, the commands and the fit-only table (those
+    stay on the benchmark page)."""
+    if text is None:
+        text = (REPO / "benchmarks" / "results" / "adaptation" / "adaptation.md").read_text()
+    head = text.split("\n## ", 1)[0].split("\nHeld-out prediction ratio alone", 1)[0]
+    keep = [line for line in head.strip().splitlines()
+            if not line.startswith(("# ", "Commands", "    "))]
+    return "\n".join(keep).strip().replace("\n\n\n", "\n\n") + \
+        "\n\nCommands and the fit-only table: [adaptation page](docs/benchmarks/adaptation.md)."
 
 
 def priors_table() -> str:

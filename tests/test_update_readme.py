@@ -126,3 +126,14 @@ def test_z_coupling_summary_compares_each_variant_with_todays_dds_of_the_same_st
     assert "| 18.0 |" in by_variant["prior body-ct-group, group_combine=tile"]
     dev = by_variant["prior body-ct-group, group_combine=centre"]
     assert "development" in dev and "best:" not in dev
+
+
+def test_adaptation_summary_keeps_the_table_and_leaves_commands_to_the_page() -> None:
+    text = ("# DDS + adaptation\n\nCommands (each adds its rows):\n\n    python benchmarks/adaptation.py --x\n\n"
+            "Machine: m, 1 thread.\n\n| case | DDS |\n|---|---|\n| lung2 | 27.22 |\n\n"
+            "Held-out prediction ratio alone (fit.json): `python b`\n\n| case | q |\n|---|---|\n| a | 1 |\n\n"
+            "## lung2: per-case rows\n\n| row | PSNR |\n")
+    out = _script().adaptation_summary(text)
+    assert "| lung2 | 27.22 |" in out and out.startswith("Machine: m")
+    assert "python" not in out and "Commands (" not in out and "| a | 1 |" not in out and "per-case" not in out
+    assert out.endswith("[adaptation page](docs/benchmarks/adaptation.md).")
