@@ -211,6 +211,13 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
     return "\n".join(lines)
 
 
+def _same_start(variant: str) -> str:
+    """Today's DDS with the start of ``variant`` ("prior NAME, key=value, ..."): the 2D body-ct
+    prior with the variant's start_sigma setting, if any, and nothing else."""
+    start = [part for part in variant.split(", ")[1:] if part.startswith("start_sigma=")]
+    return ", ".join(["prior body-ct", *start])
+
+
 def z_coupling_summary(runs: Optional[list[dict]] = None) -> str:
     """One line per (case, DDS variant) of the z-coupling benchmark: today's 2D DDS + TV-z
     (``DDS (50 steps), prior body-ct`` of any run), correlated re-noising and the slice-group
@@ -243,15 +250,14 @@ def z_coupling_summary(runs: Optional[list[dict]] = None) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for key in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k)):
         variants = rows[key]
-        uncoupled = ("prior body-ct", "prior body-ct, start_sigma=0")
-        coupled = [v for name, v in variants.items() if name not in uncoupled and "start_sigma=0" not in name]
+        coupled = [v for name, v in variants.items() if name != _same_start(name) and "start_sigma=" not in name]
         best = max(coupled, key=lambda v: v[0]["psnr"]) if coupled else None
         for name, (r, run) in variants.items():
             p = {k: r["planes"][k]["psnr"] for k in ("axial", "coronal", "sagittal")}
             change = verdict = ""
-            # each variant against today's DDS with the same start (warm: the default; cold: from noise)
-            today = variants.get(uncoupled[1] if "start_sigma=0" in name else uncoupled[0])
-            if today is not None and name not in uncoupled:
+            # each variant against today's DDS (2D body-ct + TV-z) with the same start
+            today = variants.get(_same_start(name))
+            if today is not None and name != _same_start(name):
                 t = today[0]
                 d = (r["psnr"] - t["psnr"], p["coronal"] - t["planes"]["coronal"]["psnr"],
                      p["sagittal"] - t["planes"]["sagittal"]["psnr"])

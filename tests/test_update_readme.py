@@ -117,7 +117,10 @@ def test_z_coupling_summary_compares_each_variant_with_todays_dds_of_the_same_st
                                         dds("lung2-sv8", "body-ct, start_sigma=0, slice_noise_period=2",
                                             25.5, 27.5, 26.5)]),
             run("2026-01-03T00:00:00", [fbp("dev-lung1-sv8"),
-                                        dds("dev-lung1-sv8", "body-ct-group, group_combine=centre", 29.0, 30.0, 29.0)])]
+                                        dds("dev-lung1-sv8", "body-ct-group, group_combine=centre", 29.0, 30.0, 29.0),
+                                        dds("dev-lung1-sv8", "body-ct", 29.5, 30.5, 29.5),
+                                        dds("dev-lung1-sv8", "body-ct-centre, start_sigma=0.5", 29.2, 30.0, 29.0),
+                                        dds("dev-lung1-sv8", "body-ct, start_sigma=0.5", 28.9, 29.8, 28.8)])]
     lines = summary(runs).split("\n")[2:]
     by_variant = {line.split(" | ")[1]: line for line in lines}
     assert "+0.60 / +1.10 / +1.20" in by_variant["prior body-ct-group, group_combine=tile"]
@@ -125,7 +128,10 @@ def test_z_coupling_summary_compares_each_variant_with_todays_dds_of_the_same_st
     assert "-0.50 / -0.50 / -0.50" in by_variant["prior body-ct, start_sigma=0, slice_noise_period=2"]
     assert "| 18.0 |" in by_variant["prior body-ct-group, group_combine=tile"]
     dev = by_variant["prior body-ct-group, group_combine=centre"]
-    assert "development" in dev and "best:" not in dev
+    assert "development" in dev and "best:" not in dev and "-0.50 / -0.50 / -0.50" in dev
+    # another start: against today's prior with that start, not the default one or from noise
+    assert "+0.30 / +0.20 / +0.20" in by_variant["prior body-ct-centre, start_sigma=0.5"]
+    assert "| 29.80 | 28.80 |  |" in by_variant["prior body-ct, start_sigma=0.5"]
 
 
 def test_adaptation_summary_keeps_the_table_and_leaves_commands_to_the_page() -> None:

@@ -171,7 +171,7 @@ def format_prior_line(p: PriorInfo) -> str:
             size += " (centre slice out)"
     params = f"{p.parameters / 1e6:.2f} M" if isinstance(p.parameters, int) else "?"
     training = p.training if len(p.training) <= 70 else p.training[:67] + "..."
-    return (f"{p.name:<12} {p.modality:<4} {p.units:<10} pixels {spacing:<14} {size:<14} "
+    return (f"{p.name:<14} {p.modality:<4} {p.units:<10} pixels {spacing:<14} {size:<14} "
             f"{params:>8} params  trained on: {training}")
 
 
