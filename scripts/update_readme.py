@@ -199,7 +199,7 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
             if target is None and today:   # the 128 cases of the held-out benchmark: no regression
                 change = top["psnr"] - today[-1]["psnr"]
                 verdict = f"{change:+.2f} vs today's DDS ({'met' if change >= -0.3 else 'not met'}: >= -0.3)"
-            prior = top["settings"].get("prior") or top["row"].split("prior ")[-1].split(",")[0]
+            prior = top["row"].split("prior ", 1)[-1]     # the prior and any settings the row names
             planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best['planes'][p]['psnr']:.2f}"
                                 for p in ("coronal", "sagittal"))
             lines.append(f"| {size} | {top['label']} ({run['shape'][0]} slices) | {prior} | {fbp['psnr']:.2f} | "

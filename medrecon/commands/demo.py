@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     steps = {"tv": "ADMM-TV", "dds": f"DDS, warm start from ADMM-TV, prior {prior}"}
     print(f"plan: simulate {args.task} of {data} {tuple(reference.shape)}, then "
           + ", ".join(f"{m} ({steps[m]})" if m in steps else m for m in methods)
-          + ("; DDS takes about a minute on an idle 2-core CPU, longer on a busy one" if "dds" in methods else ""),
+          + ("; DDS takes about two minutes on an idle 2-core CPU, longer on a busy one" if "dds" in methods else ""),
           flush=True)
     card = read_card(resolve(prior)) if "dds" in methods else None
     prov = provenance(device=device, seed=args.seed, prior=prior if card is not None else None,
