@@ -57,7 +57,8 @@ def test_abdomen_training_part_is_the_superior_slices_only() -> None:
 
 def test_body_ct_multiscale_training_never_reads_the_pelvis() -> None:
     """At the TotalSegmentator volume's own 3 mm grid (a level without resampling), no training
-    or validation window of the body CT set, nor of the slice-group stacks (body-ct-group), equals
+    or validation window of the body CT set, nor of the slice-group stacks (body-ct-group and
+    body-ct-centre train on them), equals
     a held-out pelvis slice (k < 56)."""
     from medrecon import datasets
     from medrecon.prior.data import CT_INTENSITY, at_pixel_spacing

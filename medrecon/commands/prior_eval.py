@@ -42,7 +42,7 @@ def held_out_slices(data: list[str], card: dict, size: int):
     from medrecon.prior.data import training_slices
 
     if len(data) == 1 and data[0] in SAMPLE_SETS:      # the prior's own validation slices
-        from medrecon.prior.data import sample_training_set
+        from medrecon.training_sets import sample_training_set
         config = card.get("training", {}).get("config", {})
         return sample_training_set(SAMPLE_SETS[data[0]], size, spacings=config.get("pixel_spacings"),
                                    crop=int(config.get("crop", 64))).val
