@@ -250,14 +250,15 @@ def z_coupling_summary(runs: Optional[list[dict]] = None) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for key in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k)):
         variants = rows[key]
-        coupled = [v for name, v in variants.items() if name != _same_start(name) and "start_sigma=" not in name]
+        baseline = {name: _same_start(name) for name in variants}
+        coupled = [v for name, v in variants.items() if name != baseline[name] and "start_sigma=" not in name]
         best = max(coupled, key=lambda v: v[0]["psnr"]) if coupled else None
         for name, (r, run) in variants.items():
             p = {k: r["planes"][k]["psnr"] for k in ("axial", "coronal", "sagittal")}
             change = verdict = ""
             # each variant against today's DDS (2D body-ct + TV-z) with the same start
-            today = variants.get(_same_start(name))
-            if today is not None and name != _same_start(name):
+            today = variants.get(baseline[name])
+            if today is not None and name != baseline[name]:
                 t = today[0]
                 d = (r["psnr"] - t["psnr"], p["coronal"] - t["planes"]["coronal"]["psnr"],
                      p["sagittal"] - t["planes"]["sagittal"]["psnr"])

@@ -59,20 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def network_precision_record(info: dict) -> dict:
-    """``{"precision": ...}``: what the prior network computed in (setting, float32 or
-    bfloat16, why), from the sampler's info (the first sample's for posterior runs)."""
+def what_ran(info: dict) -> dict:
+    """``{"precision": ..., "schedule": ...}`` from the sampler's info (the first sample's for
+    posterior runs): what the prior network computed in (setting, float32 or bfloat16, why) and
+    the DDS step schedule (uniform or the prior's fitted one: :mod:`medrecon.samplers.fewstep`);
+    keys the run did not record are left out."""
     runs = info.get("runs") or [info]
-    record = runs[0].get("precision") if isinstance(runs[0], dict) else None
-    return {"precision": record} if record else {}
-
-
-def step_schedule_record(info: dict) -> dict:
-    """``{"schedule": ...}``: the DDS step schedule that ran (uniform or the prior's fitted
-    one, its noise levels and settings: :mod:`medrecon.samplers.fewstep`); {} for other methods."""
-    runs = info.get("runs") or [info]
-    record = runs[0].get("schedule") if isinstance(runs[0], dict) else None
-    return {"schedule": record} if record else {}
+    first = runs[0] if isinstance(runs[0], dict) else {}
+    return {key: first[key] for key in ("precision", "schedule") if first.get(key)}
 
 
 def to_volume_units_scale(m) -> float:
@@ -271,8 +265,7 @@ def reconstruct(args: argparse.Namespace, run_method) -> int:
                 (" ; inside the body mask" if mask is not None else "")
             extra = {"prior": effective["prior"]} if diffusion else {}
             fit = {"prior_fit": diffusion_info["prior_fit"]} if diffusion_info.get("prior_fit") else {}
-            ran = ({**network_precision_record(LAST_INFO), **step_schedule_record(LAST_INFO)}
-                   if diffusion else {})
+            ran = what_ran(LAST_INFO) if diffusion else {}
             write_json(staged.path(out_metrics), {"method": args.method, "task": m.task, **extra, **ran, **metrics,
                                                   **fit},
                        prov)

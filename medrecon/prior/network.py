@@ -176,13 +176,17 @@ class EDMUNetDenoiser(Denoiser):
         c_out = s * sd / torch.sqrt(s**2 + sd**2)
         return self.config.centre + c_skip * self.skip_input(x) + c_out * self.raw(x, sigma, z_spacing_mm)
 
-    def skip_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The centred input slices the output stands for: all of them, or with
+    def output_slices(self, x: torch.Tensor) -> torch.Tensor:
+        """The slices of ``[B, C, H, W]`` the output stands for: all of them, or with
         ``centre_output`` the centre one ``[B, 1, H, W]``."""
         if self.config.centre_output:
             c = self.config.slice_group // 2
-            x = x[:, c:c + 1]
-        return x - self.config.centre
+            return x[:, c:c + 1]
+        return x
+
+    def skip_input(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`output_slices` of ``x``, centred (the skip connection's input)."""
+        return self.output_slices(x) - self.config.centre
 
 
 def build(config: dict | UNetConfig) -> EDMUNetDenoiser:

@@ -120,10 +120,7 @@ def edm_loss(model: EDMUNetDenoiser, x0: torch.Tensor, generator: torch.Generato
     x = x0 + s * noise
     c_skip = sd**2 / (s**2 + sd**2)
     c_out = s * sd / torch.sqrt(s**2 + sd**2)
-    if model.config.centre_output:   # the centre slice's own target
-        c = model.config.slice_group // 2
-        x0 = x0[:, c:c + 1]
-    target = ((x0 - model.config.centre) - c_skip * model.skip_input(x)) / c_out
+    target = ((model.output_slices(x0) - model.config.centre) - c_skip * model.skip_input(x)) / c_out
     return (((raw or model.raw)(x, sigma, z_spacing_mm) - target) ** 2).mean()
 
 

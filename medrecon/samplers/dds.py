@@ -126,8 +126,8 @@ def check_group_problem(cfg: DdsConfig, op: LinearOperator, group: int, n_slices
         group_starts(n_slices, group, combine)
 
 
-def nfe_per_slice(cfg: DdsConfig, group: int, n_slices: int, combine: str = "tile",
-                  centre_output: bool = False) -> float:
+def nfe_per_slice(cfg: DdsConfig, group: int, n_slices: int, combine: str,
+                  centre_output: bool) -> float:
     """Network calls per slice of the whole run (a group of C slices is one call)."""
     if group == 1 or centre_output:
         return float(cfg.steps)
