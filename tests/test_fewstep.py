@@ -193,3 +193,14 @@ def test_the_cli_records_the_schedule_in_config_and_metrics(tmp_path: Path) -> N
         assert metrics["schedule"]["name"] == name == config["sampler"]["schedule"]["name"]
         assert len(metrics["schedule"]["sigmas"]) == steps
     assert metrics["schedule"]["setting_reason"].startswith("auto: prior 'phantom' ships no fitted")
+
+
+def test_metrics_json_records_what_the_network_ran_and_the_schedule() -> None:
+    """``reconstruct``'s metrics JSON takes ``precision`` and ``schedule`` from the sampler's
+    info (the first sample's for a posterior run) and leaves out what was not recorded."""
+    from medrecon.commands.reconstruct import what_ran
+
+    one = {"precision": {"dtype": "float32"}, "schedule": {"kind": "uniform"}, "seed": 0}
+    assert what_ran(one) == {"precision": {"dtype": "float32"}, "schedule": {"kind": "uniform"}}
+    assert what_ran({"runs": [{"schedule": {"kind": "fitted"}}, one]}) == {"schedule": {"kind": "fitted"}}
+    assert what_ran({"method": "tv"}) == {}
