@@ -52,9 +52,11 @@ def _beats_tv(name: str, data: list[str]) -> None:
     assert row["prior_psnr"] >= row["tv_psnr"] + 1.0, row
 
 
+@pytest.mark.slow
 def test_prior_eval_reads_the_sample_sets_validation_slices() -> None:
     """``prior-eval --data body-ct-sample-set`` (the README's command for body-ct) evaluates on
-    the validation slices of the prior's own recipe: its pixel spacings and crop."""
+    the validation slices of the prior's own recipe: its pixel spacings and crop. Needs the
+    sample data (CI fetches it before the slow tests)."""
     from medrecon.commands.prior_eval import held_out_slices
     from medrecon.training_sets import sample_training_set
 
