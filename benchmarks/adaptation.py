@@ -7,6 +7,7 @@ already in ``<output-dir>/adaptation.json`` (a row measured again replaces its n
     python benchmarks/adaptation.py --variants --rows dds conservative # DDS and the safe start
     python benchmarks/adaptation.py --rows                            # DDS + adaptation only
     python benchmarks/adaptation.py --fit-only [--heldout-only]       # statistics, no reconstructions
+    python benchmarks/adaptation.py --markdown-only                   # adaptation.md from the JSON files
 
 Development cases (:data:`DEVELOPMENT`, issue 24's list; 12 x 128 x 128 central slices, seeded
 simulation with :func:`medrecon.tasks.simulate`): 8-view sparse-view CT (parallel beam) of the
@@ -26,7 +27,8 @@ volume in working units, network passes per slice (forward + backward), wall tim
 and fit check included).
 
 Outputs ``<output-dir>/adaptation.json`` and ``adaptation.md`` (rewritten after every case);
-``fit.json`` (``--fit-only``) is shown in the markdown when present.
+``fit.json`` (``--fit-only``) and every other ``fit*.json`` kept in the folder are shown in the
+markdown.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ CASES = {  # key: (dataset, prior, in distribution, task)
     # the shipped CT default prior on the same CT cases, and the first round's cases
     "lung2-body": ("lung2", "body-ct", True, "sparse-view-ct"),
     "pelvis-body": ("pelvis", "body-ct", None, "sparse-view-ct"),
+    "chest-body": ("chest", "body-ct", True, "sparse-view-ct"),
+    "lung1-body": ("lung1", "body-ct", True, "sparse-view-ct"),      # training volumes: development
+    "abdomen-body": ("abdomen", "body-ct", True, "sparse-view-ct"),
     "lung1-chest": ("lung1", "chest-ct", True, "sparse-view-ct"),
     "lung1-phantom": ("lung1", "phantom", False, "sparse-view-ct"),
     "abdomen-chest": ("abdomen", "chest-ct", False, "sparse-view-ct"),
@@ -279,24 +284,39 @@ def fit_statistics(key: str, args: argparse.Namespace, sigmas=(0.05, 0.1, 0.2)) 
     y_p = imap.data_to_prior(op, y)
     from medrecon.prior.card import SHIPPED_DIR
     eval_rows = json.loads((SHIPPED_DIR / prior / EVAL_FILE).read_text())["denoising"]
+    out: dict[str, Any] = {"in_distribution": in_dist, "prior": prior}
+    with torch.no_grad():
+        from medrecon.samplers.prior_fit import heldout_prediction
+        from medrecon.samplers.run import tv_warm_start
+        t0 = time.perf_counter()
+        solve, solved = tv_warm_start(m.task), {}
+
+        def once(o, d):                    # one ADMM-TV solve on the kept lines for every --cv-cg
+            if "x" not in solved:
+                solved["x"] = solve(o, d)
+            return solved["x"]
+
+        for k in args.cv_cg:
+            got = heldout_prediction(den, op, y_p, once, (0.05, 0.1, 0.2, 0.3, 0.5), period=args.cv_period,
+                                     peripheral=args.cv_peripheral, cg_iterations=k)
+            if k == args.cv_cg[0]:
+                out["heldout"] = got
+            else:                          # the other CG counts' ratios, keyed "cg<k>"
+                out["heldout"][f"cg{k}"] = {name: v for name, v in got.items() if name.startswith("q")}
+        out["heldout"]["seconds"] = time.perf_counter() - t0
+        print(key, out["heldout"], flush=True)
+    if args.heldout_only:
+        return {"in_distribution": in_dist, "prior": prior, **out["heldout"]}
     t0 = time.perf_counter()
     with torch.no_grad():
         x_w = warm_start_image(op, y_p, m.task)
-    out = {"in_distribution": in_dist, "prior": prior, "warm_start_seconds": time.perf_counter() - t0}
+    out["warm_start_seconds"] = time.perf_counter() - t0
     n = x_w.shape[0]
     chosen = sorted({round(k * (n - 1) / max(1, min(8, n) - 1)) for k in range(min(8, n))})
     norm_sq = operator_norm_sq(op)
     with torch.no_grad():
         r0 = float((op.forward(x_w) - y_p).abs().norm() / y_p.abs().norm())
         out["warm_start_relative_residual"] = r0
-        from medrecon.samplers.prior_fit import heldout_prediction
-        from medrecon.samplers.run import tv_warm_start
-        t0 = time.perf_counter()
-        out["heldout"] = heldout_prediction(den, op, y_p, tv_warm_start(m.task), (0.05, 0.1, 0.2, 0.3, 0.5))
-        out["heldout"]["seconds"] = time.perf_counter() - t0
-        print(key, out["heldout"], flush=True)
-        if args.heldout_only:
-            return {"in_distribution": in_dist, "prior": prior, **out["heldout"]}
         for sigma in sigmas:
             batch = to_prior_batch(x_w[chosen])
             g = torch.Generator().manual_seed(0)
@@ -342,7 +362,7 @@ def summary_rows(results: dict) -> list[dict]:
     return out
 
 
-def markdown(results: dict, meta: dict, fit: Optional[dict] = None) -> str:
+def markdown(results: dict, meta: dict, fits: Optional[dict[str, dict]] = None) -> str:
     def cell(r: Optional[dict]) -> str:
         return "" if r is None else f"{r['psnr']:.2f}"
 
@@ -355,7 +375,8 @@ def markdown(results: dict, meta: dict, fit: Optional[dict] = None) -> str:
              *[f"    {c}" for c in commands or [meta["command"]]], "",
              f"Machine: {meta['machine']}, {meta['threads']} thread(s) per run, the 2 cores shared with "
              f"other jobs (times are wall times under that load).", "",
-             "PSNR (dB). Fit: held-out prediction ratio at sigma 0.3, threshold 1 (CT); MR: the denoising "
+             "PSNR (dB). Fit: held-out prediction ratio at sigma 0.3 after 5 CG steps on the kept views, "
+             "threshold 1 (CT); MR: the denoising "
              "residual ratio, threshold 1.4 (the held-out ratio did not separate MR: brain1, in distribution, "
              "6.16; pd-brain 7.60). "
              "Time / NFE: wall time (warm start and fit check included) and network passes per slice "
@@ -373,16 +394,29 @@ def markdown(results: dict, meta: dict, fit: Optional[dict] = None) -> str:
                      f"{cell(r['default'])} ({r['path']}) | {diff} | {cost(r['dds'])}; {cost(r['adapt'])}; "
                      f"{cost(r['default'])} |")
     lines.append("")
-    if fit:
+    def warns(key: str, c: dict) -> str:
+        if CASES.get(key, ("", "", None, ""))[3] == "cs-mri":
+            return "not used (MR: the residual ratio decides)"
+        return "yes" if c["q0.3"] > CV_THRESHOLD else "no"
+
+    from medrecon.samplers.prior_fit import CV_THRESHOLD
+
+    for name, fit in (fits or {}).items():
         cases = {k: c for k, c in fit["cases"].items() if "q0.3" in c}
+        if not cases:
+            continue
         sig = sorted({k for c in cases.values() for k in c if k.startswith("q")}, key=lambda k: float(k[1:]))
-        lines += ["Held-out prediction ratio alone (fit.json; no reconstructions): "
+        others = sorted({k for c in cases.values() for k in c if k.startswith("cg")})
+        lines += [f"Held-out prediction ratio alone ({name}; no reconstructions): "
                   f"`{fit.get('command') or fit['meta']['command']}`", "",
-                  "| case | prior | in dist. | " + " | ".join(f"q at sigma {k[1:]}" for k in sig) + " | warns |",
-                  "|---|---|---|" + "---|" * (len(sig) + 1)]
+                  "| case | prior | in dist. | CG steps | " + " | ".join(f"q at sigma {k[1:]}" for k in sig)
+                  + "".join(f" | q at sigma 0.3, {k[2:]} CG steps" for k in others) + " | warns |",
+                  "|---|---|---|---|" + "---|" * (len(sig) + len(others) + 1)]
         for key, c in cases.items():
-            lines.append(f"| {key} | {c['prior']} | {'yes' if c['in_distribution'] else 'no'} | " +
-                         " | ".join(f"{c[k]:.2f}" for k in sig) + f" | {'yes' if c['q0.3'] > 1.0 else 'no'} |")
+            extra = "".join(f" | {c[k]['q0.3']:.2f}" if k in c else " | " for k in others)
+            lines.append(f"| {key} | {c['prior']} | {'yes' if c['in_distribution'] else 'no'} | "
+                         f"{c.get('cg_iterations', 0)} | " + " | ".join(f"{c[k]:.2f}" for k in sig) + extra
+                         + f" | {warns(key, c)} |")
         lines.append("")
     for key, case in results.items():
         cm = case["meta"]
@@ -399,10 +433,10 @@ def markdown(results: dict, meta: dict, fit: Optional[dict] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fit_only_results(out: Path) -> Optional[dict]:
-    """``fit.json`` of the output folder (held-out prediction ratios without reconstructions)."""
-    path = out / "fit.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def fit_only_results(out: Path) -> dict[str, dict]:
+    """Every ``fit*.json`` of the output folder by file name (held-out prediction ratios without
+    reconstructions; ``--fit-only`` writes ``fit.json``, kept runs carry other names)."""
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("fit*.json"))}
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -419,6 +453,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--fit-only", action="store_true",
                    help="only the prior-fit statistic at several sigmas (fit.json), no reconstructions")
     p.add_argument("--heldout-only", action="store_true", help="with --fit-only: only the held-out statistic")
+    p.add_argument("--markdown-only", action="store_true",
+                   help="only rewrite adaptation.md from the folder's adaptation.json and fit*.json")
+    p.add_argument("--cv-period", type=int, default=4,
+                   help="held-out statistic: every N-th sampled line (view or k-space line) held out")
+    p.add_argument("--cv-cg", type=int, nargs="+", default=[5],
+                   help="held-out statistic: CG steps on the kept lines after the denoising (0: none); "
+                        "several: the first is the statistic, the others are recorded beside it")
+    p.add_argument("--cv-peripheral", action="store_true",
+                   help="held-out statistic, MR: hold out only k-space lines outside the fully sampled centre")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results" / "adaptation"))
@@ -441,6 +484,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     previous = out / "adaptation.json"
     if previous.is_file():            # cases measured by earlier runs are kept (rows with the same label replaced)
         results = json.loads(previous.read_text())["cases"]
+    if args.markdown_only:
+        saved = json.loads(previous.read_text())
+        with atomic_path(out / "adaptation.md", overwrite=True, what="results") as tmp:
+            Path(tmp).write_text(markdown(results, saved["meta"], fit_only_results(out)))
+        print(f"wrote {out / 'adaptation.md'}")
+        return 0
     if args.fit_only:
         fits = {key: fit_statistics(key, args) for key in args.cases}
         with atomic_path(out / "fit.json", overwrite=True, what="results") as tmp:

@@ -143,7 +143,7 @@ def classical_rows(task: str) -> list[tuple[str, str, dict]]:
     return [("FBP", "fbp", {}), ("SIRT", "sirt", {}), ("CGLS", "cgls", {})]
 
 
-DIFFUSION_ROWS = ("dds-2d", "dds", "dds-cold", "mbir")
+DIFFUSION_ROWS = ("dds-2d", "dds", "dds-cold", "dds-default", "mbir")
 
 
 def diffusion_rows(dds_steps: tuple[int, ...], mbir_steps: int, which: tuple[str, ...] = DIFFUSION_ROWS
@@ -155,6 +155,8 @@ def diffusion_rows(dds_steps: tuple[int, ...], mbir_steps: int, which: tuple[str
             "dds": [(f"DDS ({k} steps)", "dds", {"steps": k}) for k in dds_steps],
             "dds-cold": [(f"DDS from noise, as published ({n} steps)", "dds",
                           {"steps": n, "start_sigma": 0.0})],
+            # as a user's run without sampling settings: the prior-fit check picks the path
+            "dds-default": [("DDS, default run", "dds", {})],
             "mbir": [(f"DiffusionMBIR ({mbir_steps} steps)", "mbir", {"steps": mbir_steps})]}
     return [r for k in which for r in rows[k]]
 
@@ -301,12 +303,15 @@ def run_row(job: dict) -> dict:
             torch.cuda.reset_peak_memory_stats()
         rss0 = _rss_bytes()
         start = time.perf_counter()          # includes the ADMM-TV start of a warm-started DDS
-        result = reconstruct(method, op, y, den, m, cfg, seed=job["seed"])
+        # a "default run" row names the settings the user chose (None: the path is the row's own)
+        result = reconstruct(method, op, y, den, m, cfg, seed=job["seed"],
+                             user_settings=job.get("user_settings"))
         recon = result.x
         seconds = time.perf_counter() - start
         info = {k: result.info[k] for k in ("nfe_per_slice", "lam", "rho", "op_norm_sq",
                                             "residual", "time_network", "time_physics",
                                             "intensity_map", "time_warm_start")}
+        info["prior_fit"] = result.info.get("prior_fit")
         info["config"] = dataclasses.asdict(cfg)
         nfe = result.info["nfe_per_slice"]
     else:
@@ -390,13 +395,19 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
         if args.dds_set and method == "dds":
             settings = {**settings, **args.dds_set}
             label = f"{label}, " + ", ".join(f"{k}={v}" for k, v in args.dds_set.items())
+        job = {**base, "prior": prior, "method": method, "settings": settings}
+        if label.startswith("DDS, default run"):
+            job["user_settings"] = sorted(settings)
         try:
-            out = run_isolated({**base, "prior": prior, "method": method, "settings": settings}, args.isolate)
+            out = run_isolated(job, args.isolate)
         except Exception as exc:  # noqa: BLE001 - e.g. no prior yet: the row records why
             log(f"  {case.key} {label}: failed ({type(exc).__name__}: {exc})")
             rows.append({"case": case.key, "label": case.label, "row": label, "method": method,
                          "settings": settings, "error": f"{type(exc).__name__}: {exc}"})
             continue
+        path = (out["info"].get("prior_fit") or {}).get("path")
+        if "user_settings" in job and path:
+            label = f"{label} ({path})"
         rows.append(_row(case, label, method, settings, out))
         log(f"  {case.key} {label}: {out['metrics']['psnr']:.2f} dB, {out['seconds']:.1f} s, "
             f"physics/network {out['info']['time_physics'] / max(out['info']['time_network'], 1e-9):.2f}")
@@ -475,7 +486,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="DiffusionMBIR steps on the CPU (default 100; --quick 10; published 2000)")
     p.add_argument("--rows", nargs="*", choices=DIFFUSION_ROWS, default=["dds"],
                    help="diffusion rows to run (dds-2d: DDS without TV-z; dds-cold: DDS started "
-                        "from noise as published instead of the ADMM-TV warm start)")
+                        "from noise as published instead of the ADMM-TV warm start; dds-default: "
+                        "DDS as a run given no sampling settings, whose path the prior-fit check "
+                        "picks; its label names the path)")
     p.add_argument("--tv-factors", type=float, nargs="*", default=list(TV_FACTORS),
                    help="ADMM-TV grid: multiples of the default lam_rel (none: no TV rows; they do "
                         "not depend on a prior, so a run of new priors can take them from an "

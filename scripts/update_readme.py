@@ -12,7 +12,8 @@ Sources (all produced by commands in this repository, which the tables name):
 - ``diffusion-summary``: one line per held-out case from benchmarks/results/diffusion-*/diffusion.json
   (:func:`diffusion_summary`)
 - ``any-size-summary``: the resolution benchmarks (128, 256, 512 pixels) from
-  benchmarks/results/any-size-*/diffusion.json (:func:`any_size_summary`)
+  benchmarks/results/any-size-*/diffusion.json (:func:`any_size_summary`); ``any-size-defaults``
+  (the README's): only its rows of the default CT prior with default settings
 - ``z-coupling-summary``: DDS with TV-z against correlated noise and the slice-group prior from
   benchmarks/results/z-coupling-*/ and any-size-128-*/diffusion.json (:func:`z_coupling_summary`)
 - ``fewstep``: benchmarks/results/fewstep/fewstep.md (``python benchmarks/fewstep.py``)
@@ -164,17 +165,21 @@ ANY_SIZE_TARGETS = {(256, "lung2-sv8"): 2.5, (256, "chest-ct-sv8"): 2.5, (256, "
                     (512, "lung2-sv32"): 0.0}
 
 
-def any_size_summary(runs: Optional[list[dict]] = None) -> str:
+DEFAULT_CT_PRIOR = "body-ct"
+
+
+def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = False) -> str:
     """One line per (matrix size, case, prior) of the resolution benchmarks
     (benchmarks/results/any-size-*/diffusion.json): DDS against the best ADMM-TV, SIRT and FBP of
     every run of the same simulated data (same size, case and FBP PSNR), per plane, with time and
-    peak memory, the target and the verdict."""
+    peak memory, the target and the verdict. ``defaults_only`` (the README's block): only the rows
+    of the default CT prior with the default settings (no ``key=value`` in the row's name)."""
     results = REPO / "benchmarks" / "results"
     if runs is None:
         runs = [json.loads(p.read_text()) for p in sorted(results.glob("any-size-*/diffusion.json"))
                 + sorted(results.glob("diffusion-*/diffusion.json"))]
     runs = sorted(runs, key=lambda r: r["date"])
-    lines = ["| size | case | prior | FBP | SIRT | best ADMM-TV | DDS 50 | DDS - TV | target | | "
+    lines = ["| size | case | prior | FBP | SIRT | best ADMM-TV | DDS | DDS - TV | target | | "
              "coronal / sagittal: DDS vs TV | DDS time (s) | DDS peak memory (MB) | runs |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|"]
     for run in runs:
@@ -200,6 +205,11 @@ def any_size_summary(runs: Optional[list[dict]] = None) -> str:
                 change = top["psnr"] - today[-1]["psnr"]
                 verdict = f"{change:+.2f} vs today's DDS ({'met' if change >= -0.3 else 'not met'}: >= -0.3)"
             prior = top["row"].split("prior ", 1)[-1]     # the prior and any settings the row names
+            if defaults_only and ("=" in prior or not prior.startswith(DEFAULT_CT_PRIOR)):
+                continue
+            if top["row"].startswith("DDS, default run"):  # the path the prior-fit check chose
+                prior = prior.replace(" (", ", default run: ", 1).rstrip(")")
+                prior += f", {top['nfe_per_slice']:g} steps" if top.get("nfe_per_slice") else ""
             planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best['planes'][p]['psnr']:.2f}"
                                 for p in ("coronal", "sagittal"))
             lines.append(f"| {size} | {top['label']} ({run['shape'][0]} slices) | {prior} | {fbp['psnr']:.2f} | "
@@ -313,6 +323,7 @@ def main() -> int:
                "priors": lambda _: priors_table(),
                "diffusion-summary": lambda _: diffusion_summary(),
                "any-size-summary": lambda _: any_size_summary(),
+               "any-size-defaults": lambda _: any_size_summary(defaults_only=True),
                "z-coupling-summary": lambda _: z_coupling_summary()}
     cache: dict[str, str] = {}
     cached = {name: (lambda n, make=make: cache.setdefault(n, make(n))) for name, make in sources.items()}

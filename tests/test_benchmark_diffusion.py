@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     argv = ["--quick", "--shape", "3", "32", "32", "--dds-steps", "4", "--mbir-steps", "3",
             "--tv-factors", "1", "--threads", "1", "--no-isolate", "--rows", "dds-2d", "dds", "dds-cold",
-            "mbir", "--prior-factory",
+            "dds-default", "mbir", "--prior-factory",
             "denoisers:benchmark_prior", "--prior-factory-path", str(TESTS), "--output-dir", str(out)]
     assert bench.main(argv) == 0
     return bench, json.loads((out / "diffusion.json").read_text()), (out / "diffusion.md").read_text()

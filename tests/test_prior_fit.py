@@ -110,7 +110,12 @@ def test_heldout_prediction_separates_a_fitting_from_a_misfit_denoiser() -> None
     good = pf.heldout_prediction(Oracle(truth), op, y, solver)
     bad = pf.heldout_prediction(Shrink(0.0), op, y, solver)
     assert good["held_lines"] == 2 and good["lines"] == 8      # views 0 and 4 of 8
-    assert good[f"q{pf.CV_SIGMA:g}"] < 0.5 < pf.CV_THRESHOLD < 2.0 < bad[f"q{pf.CV_SIGMA:g}"]
+    assert good["cg_iterations"] == pf.CV_CG_ITERATIONS > 0
+    q = f"q{pf.CV_SIGMA:g}"
+    assert good[q] < 0.5 < pf.CV_THRESHOLD < 1.2 < bad[q]
+    # without the CG steps on the kept views, the zero image predicts nothing at all
+    raw = pf.heldout_prediction(Shrink(0.0), op, y, solver, cg_iterations=0)
+    assert raw[q] > 2.0 and raw[q] > bad[q]
 
 
 def test_fit_warning_fires_for_a_misfit_and_not_for_a_fitting_denoiser(caplog) -> None:
@@ -171,3 +176,22 @@ def test_complex_images_keep_the_residual_ratio(tmp_path) -> None:
     fit = pf.prior_fit(Shrink(0.0), x, {"name": "mr", "directory": str(tmp_path)},
                        op=object(), y=torch.zeros(1), solver=lambda o, d: None)
     assert fit["statistic"] == "denoising_residual_ratio" and "heldout" not in fit
+
+
+def test_peripheral_lines_leave_out_the_fully_sampled_centre() -> None:
+    """The MR variant of the held-out statistic holds out only lines outside the centre block."""
+    sampled = torch.zeros(20, dtype=torch.bool)
+    sampled[[1, 4, 5, 8, 9, 10, 11, 12, 15, 19]] = True      # centre block 8..12, a pair at 4-5
+    assert pf.peripheral_lines(sampled).tolist() == [1, 4, 5, 15, 19]
+    block = torch.zeros(8, dtype=torch.bool)
+    block[2:6] = True                                       # nothing outside the block: all lines
+    assert pf.peripheral_lines(block).tolist() == [2, 3, 4, 5]
+
+
+def test_heldout_mr_lines_are_peripheral_when_asked() -> None:
+    y = torch.zeros(2, 3, 20, 6, dtype=torch.complex64)
+    y[:, :, [1, 4, 5, 8, 9, 10, 11, 12, 15, 19], :] = 1.0
+    held = pf._HeldOut(y, period=2, peripheral=True)
+    gone = (~held.keep.flatten()).nonzero().flatten().tolist()
+    assert gone == [1, 5, 19] and held.lines == 10 and held.held == 3
+    assert (~pf._HeldOut(y, period=2).keep.flatten()).nonzero().flatten().tolist() == [1, 5, 9, 11, 15]

@@ -57,7 +57,7 @@ def test_blocks_are_written_into_the_readme_and_the_docs_pages() -> None:
     for path in script.targets():          # every block in the repository names a known source
         for name in re.findall(r"<!-- BEGIN (\S+) -->", path.read_text()):
             assert name in ("classical", "diffusion", "denoising", "demo", "noise_weight", "priors",
-                            "diffusion-summary", "any-size-summary", "fewstep",
+                            "diffusion-summary", "any-size-summary", "any-size-defaults", "fewstep",
                             "network_precision", "z-coupling-summary", "adaptation",
                             "adaptation-summary"), (path, name)
 
@@ -89,6 +89,23 @@ def test_any_size_summary_matches_data_by_size_and_fbp() -> None:
     assert c128[10] == "-0.20 vs today's DDS (met: >= -0.3)"
     assert c256[1] == "256" and c256[6] == "24.50 (lam_rel 0.0001)" and c256[8] == "+2.60"
     assert c256[9] == "+2.5" and c256[10] == "met"
+
+
+def test_any_size_readme_rows_are_the_default_priors_default_runs() -> None:
+    """The README's block keeps the default CT prior's rows with default settings (a default run
+    names the path the fit check chose and its steps); the page's block keeps every row."""
+    summary = _script().any_size_summary
+    rows = [_row("fbp", 13.0), _row("sirt", 21.0), _row("tv", 24.0, lam_rel=2e-4),
+            _row("dds", 26.0, "DDS (50 steps), prior body-ct", 50),
+            _row("dds", 26.2, "DDS (50 steps), prior body-ct, cg_iterations=3", 50),
+            _row("dds", 25.0, "DDS (50 steps), prior chest-ct", 50),
+            _row("dds", 24.3, "DDS, default run, prior body-ct (safe start)", 10)]
+    run = dict(_run("2026-01-04T00:00:00", "eee", rows), shape=[12, 256, 256], cases={})
+    every = [line.split("|")[3].strip() for line in summary([run]).splitlines()[2:]]
+    assert every == ["body-ct", "body-ct, cg_iterations=3", "chest-ct",
+                     "body-ct, default run: safe start, 10 steps"]
+    readme = [line.split("|")[3].strip() for line in summary([run], defaults_only=True).splitlines()[2:]]
+    assert readme == ["body-ct", "body-ct, default run: safe start, 10 steps"]
 
 
 def test_z_coupling_summary_compares_each_variant_with_todays_dds_of_the_same_start() -> None:
