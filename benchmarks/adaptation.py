@@ -406,7 +406,7 @@ def markdown(results: dict, meta: dict, fits: Optional[dict[str, dict]] = None) 
         if not cases:
             continue
         sig = sorted({k for c in cases.values() for k in c if k.startswith("q")}, key=lambda k: float(k[1:]))
-        others = sorted({k for c in cases.values() for k in c if k.startswith("cg")})
+        others = sorted({k for c in cases.values() for k, v in c.items() if k.startswith("cg") and isinstance(v, dict)})
         lines += [f"Held-out prediction ratio alone ({name}; no reconstructions): "
                   f"`{fit.get('command') or fit['meta']['command']}`", "",
                   "| case | prior | in dist. | CG steps | " + " | ".join(f"q at sigma {k[1:]}" for k in sig)
