@@ -144,6 +144,7 @@ def classical_rows(task: str) -> list[tuple[str, str, dict]]:
 
 
 DIFFUSION_ROWS = ("dds-2d", "dds", "dds-cold", "dds-default", "mbir")
+DEFAULT_RUN = "DDS, default run"   # the row run as a user's run given no sampling settings
 
 
 def diffusion_rows(dds_steps: tuple[int, ...], mbir_steps: int, which: tuple[str, ...] = DIFFUSION_ROWS
@@ -156,7 +157,7 @@ def diffusion_rows(dds_steps: tuple[int, ...], mbir_steps: int, which: tuple[str
             "dds-cold": [(f"DDS from noise, as published ({n} steps)", "dds",
                           {"steps": n, "start_sigma": 0.0})],
             # as a user's run without sampling settings: the prior-fit check picks the path
-            "dds-default": [("DDS, default run", "dds", {})],
+            "dds-default": [(DEFAULT_RUN, "dds", {})],
             "mbir": [(f"DiffusionMBIR ({mbir_steps} steps)", "mbir", {"steps": mbir_steps})]}
     return [r for k in which for r in rows[k]]
 
@@ -396,7 +397,7 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], dic
             settings = {**settings, **args.dds_set}
             label = f"{label}, " + ", ".join(f"{k}={v}" for k, v in args.dds_set.items())
         job = {**base, "prior": prior, "method": method, "settings": settings}
-        if label.startswith("DDS, default run"):
+        if label.startswith(DEFAULT_RUN):
             job["user_settings"] = sorted(settings)
         try:
             out = run_isolated(job, args.isolate)

@@ -165,9 +165,6 @@ ANY_SIZE_TARGETS = {(256, "lung2-sv8"): 2.5, (256, "chest-ct-sv8"): 2.5, (256, "
                     (512, "lung2-sv32"): 0.0}
 
 
-DEFAULT_CT_PRIOR = "body-ct"
-
-
 def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = False) -> str:
     """One line per (matrix size, case, prior) of the resolution benchmarks
     (benchmarks/results/any-size-*/diffusion.json): DDS against the best ADMM-TV, SIRT and FBP of
@@ -179,6 +176,8 @@ def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = Fa
         runs = [json.loads(p.read_text()) for p in sorted(results.glob("any-size-*/diffusion.json"))
                 + sorted(results.glob("diffusion-*/diffusion.json"))]
     runs = sorted(runs, key=lambda r: r["date"])
+    from medrecon.prior.catalog import DEFAULT_PRIORS
+    default_ct = DEFAULT_PRIORS["CT"][0]          # the shipped prior CT data gets first
     lines = ["| size | case | prior | FBP | SIRT | best ADMM-TV | DDS | DDS - TV | target | | "
              "coronal / sagittal: DDS vs TV | DDS time (s) | DDS peak memory (MB) | runs |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|"]
@@ -205,7 +204,7 @@ def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = Fa
                 change = top["psnr"] - today[-1]["psnr"]
                 verdict = f"{change:+.2f} vs today's DDS ({'met' if change >= -0.3 else 'not met'}: >= -0.3)"
             prior = top["row"].split("prior ", 1)[-1]     # the prior and any settings the row names
-            if defaults_only and ("=" in prior or not prior.startswith(DEFAULT_CT_PRIOR)):
+            if defaults_only and ("=" in prior or not prior.startswith(default_ct)):
                 continue
             if top["row"].startswith("DDS, default run"):  # the path the prior-fit check chose
                 prior = prior.replace(" (", ", default run: ", 1).rstrip(")")

@@ -51,6 +51,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from medrecon.prior.denoiser import Denoiser
@@ -244,15 +245,12 @@ def peripheral_lines(sampled: torch.Tensor, block: int = 3) -> torch.Tensor:
     """Indices of the sampled lines outside every run of ``block`` or more consecutive sampled
     lines (a 1D k-space mask's fully sampled centre): ``sampled`` ``[L]`` bool. All sampled lines
     when none lies outside such a run."""
-    s = sampled.to(torch.int64)
-    runs = torch.zeros_like(s)
-    start = 0
-    for i in range(1, len(s) + 1):          # label each run of sampled lines with its length
-        if i == len(s) or s[i] != s[start]:
-            runs[start:i] = (i - start) * s[start]
-            start = i
-    outside = (s.bool() & (runs < block)).nonzero().flatten()
-    return outside if len(outside) else s.bool().nonzero().flatten()
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(sampled.cpu().numpy())       # each run of sampled lines: 1, 2, ...
+    run_length = np.bincount(labels)[labels]
+    outside = torch.from_numpy(np.nonzero((labels > 0) & (run_length < block))[0])
+    return outside if len(outside) else sampled.nonzero().flatten().cpu()
 
 
 class _Masked:
@@ -296,6 +294,7 @@ def heldout_prediction(denoiser: Denoiser, op: Any, y: torch.Tensor, solver: Cal
     held = _HeldOut(y, period, peripheral)
     kept_op, kept_y = _Masked(op, held.keep), y * held.keep
     x_cv = solver(kept_op, kept_y)
+    rhs = kept_op.adjoint(kept_y) if cg_iterations > 0 else None
     chosen, mine, lo = _chosen(x_cv, slices, slab)
     miss = ~held.keep
 
@@ -312,8 +311,7 @@ def heldout_prediction(denoiser: Denoiser, op: Any, y: torch.Tensor, solver: Cal
             d = prior_chunked(denoiser, _noisy(x_cv, chosen, mine, lo, sigma, seed), sigma, 8)
             x_d[mine] = from_prior_batch(d, x_cv.dtype if x_cv.is_complex() else None)
         if cg_iterations > 0:
-            x_d = conjugate_gradient(kept_op.normal, kept_op.adjoint(kept_y), x_d, cg_iterations,
-                                     batched=True)
+            x_d = conjugate_gradient(kept_op.normal, rhs, x_d, cg_iterations, batched=True)
         partials = torch.zeros((int(x_cv.shape[0]), 2), dtype=torch.float64)
         partials[mine, 0] = base[mine]
         partials[mine, 1] = per_slice(x_d)[mine]
