@@ -87,3 +87,27 @@ def test_rows_option_and_entry_point(tmp_path) -> None:
     assert "--rows" in help_text and "--mbir-steps" in help_text
     bad = subprocess.run(entry + ["nonsense"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown benchmark" in bad.stderr
+
+
+def test_default_run_row_names_the_path_the_fit_check_took(monkeypatch) -> None:
+    """The ``dds-default`` row runs as a user's run given no sampling settings (only the
+    ``--dds-set`` keys count as chosen) and its label names the path the prior-fit check took;
+    the other DDS rows keep their own path and their label."""
+    bench = _bench()
+    jobs = []
+
+    def fake_run(job, isolate):
+        jobs.append(job)
+        fit = {"path": "safe start"} if job["method"] == "dds" else None
+        return {"metrics": {"psnr": 20.0, "ssim": 0.5, "planes": {}}, "seconds": 0.0, "peak_mb": 0.0,
+                "nfe_per_slice": 10, "info": {"prior_fit": fit, "time_physics": 0.0, "time_network": 1.0}}
+
+    monkeypatch.setattr(bench, "run_isolated", fake_run)
+    args = bench.parse_args(["--quick", "--shape", "3", "32", "32", "--tv-factors", "--rows", "dds",
+                             "dds-default", "--dds-steps", "4", "--dds-set", "cg_iterations=3"])
+    case = bench.make_cases(True)[0]
+    rows, _ = bench.run_case(case, args, lambda s: None)
+    dds = [r["row"] for r in rows if r["method"] == "dds"]
+    assert dds == ["DDS (4 steps), cg_iterations=3", "DDS, default run, cg_iterations=3 (safe start)"]
+    given = [j.get("user_settings") for j in jobs if j["method"] == "dds"]
+    assert given == [None, ["cg_iterations"]]

@@ -186,6 +186,9 @@ def test_peripheral_lines_leave_out_the_fully_sampled_centre() -> None:
     block = torch.zeros(8, dtype=torch.bool)
     block[2:6] = True                                       # nothing outside the block: all lines
     assert pf.peripheral_lines(block).tolist() == [2, 3, 4, 5]
+    three = torch.zeros(12, dtype=torch.bool)
+    three[[0, 4, 5, 6, 10, 11]] = True                      # a run of exactly 3 is a block, of 2 not
+    assert pf.peripheral_lines(three).tolist() == [0, 10, 11]
 
 
 def test_heldout_mr_lines_are_peripheral_when_asked() -> None:
