@@ -199,7 +199,7 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
         return cached["cv"]
 
     def dds(label: str, settings: dict, given=None) -> dict:
-        cfg = config_for_task("dds", m.task, **settings)
+        cfg = config_for_task("dds", m.task, op.in_shape[-2:], **settings)
         had = "cv" in cached
         t1 = time.perf_counter()
         result = reconstruct("dds", op, y, den, m, cfg, seed=args.seed, x_init=x_w, user_settings=given)

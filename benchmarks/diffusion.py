@@ -299,7 +299,8 @@ def run_row(job: dict) -> dict:
 
         den = _load_denoiser(job["prior"], device, job.get("prior_factory"))
         y = data_in_working_units(m, op, device)
-        cfg = config_for_task(method, m.task, **job["settings"])
+        # the task's and the per-size defaults, then the row's settings
+        cfg = config_for_task(method, m.task, op.in_shape[-2:], **job["settings"])
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         rss0 = _rss_bytes()

@@ -10,6 +10,7 @@ Distributed over z-slabs (``slab``), ``m`` holds this rank's slices (see
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
@@ -27,6 +28,8 @@ from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_wo
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
+
+log = logging.getLogger(__name__)
 
 CT_METHODS = ("fbp", "sirt", "cgls", "tv")
 MRI_METHODS = ("zero-filled", "sense", "cgls", "tv")
@@ -140,6 +143,7 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         from medrecon.prior.checkpoint import load_prior
         from medrecon.samplers.run import reconstruct, tv_warm_start
 
+        apply_size_defaults(method, m.task, tuple(op.in_shape[-2:]), s)
         prior = load_prior(s.prior, device=device, image_shape=tuple(int(n) for n in op.in_shape[-2:]))
         sampler_config = base(**{k: getattr(s, k) for k in sampler_fields})
         store = DirectoryStateStore(s.state_dir) if s.state_dir else None
@@ -153,6 +157,25 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         return result.x
 
     return run
+
+
+def apply_size_defaults(method: str, task: str, image_shape: tuple, s: Any) -> dict:
+    """Set the per-size defaults (:func:`medrecon.samplers.config.size_defaults`) on the
+    settings ``s`` for the fields the user did not choose (none when ``s`` does not record what
+    the user chose); returns what was set (logged)."""
+    from medrecon.config import user_settings
+    from medrecon.samplers.config import size_defaults
+
+    chosen = user_settings(s)
+    if chosen is None:
+        return {}
+    applied = {k: v for k, v in size_defaults(method, task, image_shape).items() if k not in chosen}
+    for key, value in applied.items():
+        setattr(s, key, value)
+    if applied:
+        log.info("%s on %s x %s slices: %s (the per-size default)", method, *image_shape[-2:],
+                 ", ".join(f"{k}={v}" for k, v in applied.items()))
+    return applied
 
 
 # Details of the last diffusion run (timings, network evaluations, posterior std) for callers

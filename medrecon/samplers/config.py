@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from medrecon.errors import DataError, UserError
 from medrecon.prior.precision import PRECISIONS
@@ -115,7 +115,8 @@ class DdsConfig:
     steps: DDIM steps = network evaluations per slice (published 50).
     eta: re-noising weight (published 0.85; 0 = deterministic given the start).
     lam_rel, rho_rel: ADMM weights relative to ``||A||^2``.
-    cg_iterations: warm-started CG iterations per step (published 5).
+    cg_iterations: warm-started CG iterations per step (published 5; sparse-view CT on slices
+        of 256 pixels or more: 3, :data:`SIZE_DEFAULTS`).
     tv_z: ADMM-TV along z (True) or per-slice CG data consistency only (False, "2D DDS").
     boundary: D_z boundary, "neumann" (default) or "circular".
     gamma_rel: proximal data consistency for noisy data, ``(I + gamma A^H A) x = x0_hat +
@@ -272,6 +273,28 @@ TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# Per-size defaults on top of the task's, for slices of at least the given number of pixels
+# (both axes): taken by config_for_task given the slice shape, and by medrecon.methods for the
+# fields the user did not set. CT DDS on slices of 256 pixels or more takes 3 CG iterations per
+# step instead of 5: chosen on the development volumes (lung1 and the abdomen's training part,
+# 12 slices of 256 x 256, benchmarks/results/cg-dev256-*): 8 views +0.52 / -0.05 dB, 16 views
+# +0.82 / +0.13 dB (2 CG: +0.46 / -0.39 dB at 8 views; 10 CG: -1.19 dB); lung1 at 512 x 512,
+# 32 views, default run: +0.28 dB (cg-dev512-*). At 128 x 128 the same change was mixed
+# (+0.56 / -0.20 dB), so 128 keeps 5.
+SIZE_DEFAULTS: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {
+    "dds": {"sparse-view-ct": (256, {"cg_iterations": 3})},
+}
+
+
+def size_defaults(method: str, task: Optional[str], image_shape: Sequence[int]) -> dict[str, Any]:
+    """The settings that replace the task's defaults of ``method`` for slices of ``image_shape``
+    ``(Y, X)`` pixels (:data:`SIZE_DEFAULTS`; empty when none applies)."""
+    rule = SIZE_DEFAULTS.get(method, {}).get(task or "")
+    if rule is None or min(int(n) for n in image_shape) < rule[0]:
+        return {}
+    return dict(rule[1])
+
+
 def _check_method_task(method: str, task: Optional[str]) -> None:
     if method not in CONFIG_CLASSES:
         raise UserError(f"unknown sampler {method!r}; choose one of {sorted(CONFIG_CLASSES)}")
@@ -279,11 +302,15 @@ def _check_method_task(method: str, task: Optional[str]) -> None:
         raise UserError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def config_for_task(method: str, task: Optional[str] = None, **overrides: Any) -> SamplerConfig:
-    """The default config of ``method`` ("mbir" | "dds") for ``task`` with ``overrides``."""
+def config_for_task(method: str, task: Optional[str] = None,
+                    image_shape: Optional[Sequence[int]] = None, **overrides: Any) -> SamplerConfig:
+    """The default config of ``method`` ("mbir" | "dds") for ``task`` with ``overrides``; with
+    ``image_shape`` ``(Y, X)`` the per-size defaults (:func:`size_defaults`) too."""
     _check_method_task(method, task)
     cls = CONFIG_CLASSES[method]
     values = dict(TASK_DEFAULTS[method].get(task, {})) if task else {}
+    if image_shape is not None:
+        values.update(size_defaults(method, task, image_shape))
     values.update(overrides)
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:

@@ -80,7 +80,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserError(f"samples must be a positive integer, got {samples!r}")
     task = getattr(measurement, "task", None)
-    cfg = config if config is not None else config_for_task(method, task)
+    cfg = config if config is not None else config_for_task(method, task, op.in_shape[-2:])
     card = getattr(denoiser, "card", None)
     if measurement is None:
         imap = IntensityMap(0.0, 1.0)
