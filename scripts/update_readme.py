@@ -177,6 +177,8 @@ def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = Fa
                 + sorted(results.glob("diffusion-*/diffusion.json"))]
     runs = sorted(runs, key=lambda r: r["date"])
     from medrecon.prior.catalog import DEFAULT_PRIORS
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from diffusion import DEFAULT_RUN              # the label of the benchmark's default-run rows
     default_ct = DEFAULT_PRIORS["CT"][0]          # the shipped prior CT data gets first
     lines = ["| size | case | prior | FBP | SIRT | best ADMM-TV | DDS | DDS - TV | target | | "
              "coronal / sagittal: DDS vs TV | DDS time (s) | DDS peak memory (MB) | runs |",
@@ -206,7 +208,7 @@ def any_size_summary(runs: Optional[list[dict]] = None, defaults_only: bool = Fa
             prior = top["row"].split("prior ", 1)[-1]     # the prior and any settings the row names
             if defaults_only and ("=" in prior or not prior.startswith(default_ct)):
                 continue
-            if top["row"].startswith("DDS, default run"):  # the path the prior-fit check chose
+            if top["row"].startswith(DEFAULT_RUN):         # the path the prior-fit check chose
                 prior = prior.replace(" (", ", default run: ", 1).rstrip(")")
                 prior += f", {top['nfe_per_slice']:g} steps" if top.get("nfe_per_slice") else ""
             planes = " / ".join(f"{top['planes'][p]['psnr']:.2f} vs {best['planes'][p]['psnr']:.2f}"
