@@ -172,7 +172,7 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
     import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.samplers import prior_fit as pf
-    from medrecon.samplers.config import config_for_task
+    from medrecon.samplers.config import config_for_task, views_of
     from medrecon.samplers.intensity import prior_map_for_measurement
     from medrecon.samplers.run import reconstruct, warm_start_image
     from medrecon.tasks import build_operator, data_in_working_units
@@ -199,7 +199,7 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
         return cached["cv"]
 
     def dds(label: str, settings: dict, given=None) -> dict:
-        cfg = config_for_task("dds", m.task, op.in_shape[-2:], **settings)
+        cfg = config_for_task("dds", m.task, op.in_shape[-2:], views_of(m.task, op), **settings)
         had = "cv" in cached
         t1 = time.perf_counter()
         result = reconstruct("dds", op, y, den, m, cfg, seed=args.seed, x_init=x_w, user_settings=given)
@@ -289,7 +289,7 @@ def fit_statistics(key: str, args: argparse.Namespace, sigmas=(0.05, 0.1, 0.2)) 
         from medrecon.samplers.prior_fit import heldout_prediction
         from medrecon.samplers.run import tv_warm_start
         t0 = time.perf_counter()
-        solve, solved = tv_warm_start(m.task), {}
+        solve, solved = tv_warm_start(m.task, by_views=False), {}   # the check's reference solver
 
         def once(o, d):                    # one ADMM-TV solve on the kept lines for every --cv-cg
             if "x" not in solved:

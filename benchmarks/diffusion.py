@@ -294,28 +294,33 @@ def run_row(job: dict) -> dict:
     op = build_operator(m, device=device)
     info: dict = {}
     if method in ("dds", "mbir"):
-        from medrecon.samplers.config import config_for_task
+        from medrecon.samplers.config import config_for_task, views_of
         from medrecon.samplers.run import reconstruct
 
         den = _load_denoiser(job["prior"], device, job.get("prior_factory"))
         y = data_in_working_units(m, op, device)
-        # the task's and the per-size defaults, then the row's settings
-        cfg = config_for_task(method, m.task, op.in_shape[-2:], **job["settings"])
+        # the task's and the per-size defaults, then the row's settings ("samples": K > 1 runs
+        # K seeded samples and scores their mean)
+        settings = dict(job["settings"])
+        samples = int(settings.pop("samples", 1))
+        cfg = config_for_task(method, m.task, op.in_shape[-2:], views_of(m.task, op), **settings)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         rss0 = _rss_bytes()
         start = time.perf_counter()          # includes the ADMM-TV start of a warm-started DDS
         # a "default run" row names the settings the user chose (None: the path is the row's own)
-        result = reconstruct(method, op, y, den, m, cfg, seed=job["seed"],
+        result = reconstruct(method, op, y, den, m, cfg, samples=samples, seed=job["seed"],
                              user_settings=job.get("user_settings"))
         recon = result.x
         seconds = time.perf_counter() - start
-        info = {k: result.info[k] for k in ("nfe_per_slice", "lam", "rho", "op_norm_sq",
-                                            "residual", "time_network", "time_physics",
-                                            "intensity_map", "time_warm_start")}
+        first = result.info["runs"][0] if samples > 1 else result.info
+        info = {k: first[k] for k in ("nfe_per_slice", "lam", "rho", "op_norm_sq", "residual",
+                                      "time_network", "time_physics")}
+        info.update({k: result.info[k] for k in ("intensity_map", "time_warm_start")})
         info["prior_fit"] = result.info.get("prior_fit")
         info["config"] = dataclasses.asdict(cfg)
-        nfe = result.info["nfe_per_slice"]
+        info["samples"] = samples
+        nfe = first["nfe_per_slice"] * samples
     else:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

@@ -41,8 +41,9 @@ class CGLSSettings:
 
 @dataclass
 class TVSettings:
-    """ADMM-TV. ``lam = lam_rel * ||A||^2`` and ``rho = rho_rel * ||A||^2`` (exact-adjoint convention:
-    the regularisation does not change with the number of views or the pixel size)."""
+    """ADMM-TV. ``lam = lam_rel * ||A||^2`` and ``rho = rho_rel * ||A||^2`` (exact-adjoint
+    convention). Sparse-view CT with more than 8 views scales the default ``lam_rel`` by
+    8 / views (:func:`apply_view_default`); a ``lam_rel`` you set is used as given."""
 
     lam_rel: float = 1e-4
     rho_rel: float = 1e-3
@@ -74,6 +75,34 @@ SETTINGS: dict[str, type] = {
 TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("tv", "cs-mri"): {"lam_rel": 2.5e-4, "rho_rel": 5e-2, "iterations": 100, "nonnegative": False},
 }
+
+
+# Sparse-view CT: the default ADMM-TV weight is that of an 8-view scan in absolute terms. ``lam =
+# lam_rel ||A||^2`` grows with the number of views (||A||^2 is about views x width), which keeps the
+# balance of one view's data against the prior, not of all of them: with more views the data say
+# more and a MAP weight stays fixed. The default ``lam_rel`` is therefore scaled by
+# TV_REFERENCE_VIEWS / views for more than 8 views (16: 1/2; 32: 1/4); 8 views or fewer keep it
+# (not measured below 8). Chosen on development volumes (lung1, the abdomen part of the
+# TotalSegmentator CT; docs/benchmarks/any-size.md).
+TV_REFERENCE_VIEWS = 8
+
+
+def tv_view_scale(task: Optional[str], views: int) -> float:
+    """Factor on the default ``lam_rel`` of ADMM-TV for ``task`` with ``views`` projection views
+    (sparse-view CT with more than 8 views: ``TV_REFERENCE_VIEWS / views``; otherwise 1)."""
+    if task != "sparse-view-ct" or views <= TV_REFERENCE_VIEWS:
+        return 1.0
+    return TV_REFERENCE_VIEWS / views
+
+
+def apply_view_default(settings: Any, task: Optional[str], views: int) -> Any:
+    """``settings`` (:class:`TVSettings`) with the default ``lam_rel`` scaled by
+    :func:`tv_view_scale`, unless the caller chose ``lam_rel`` (:func:`user_settings`) or the
+    settings do not record what the caller chose."""
+    chosen = user_settings(settings)
+    if chosen is not None and "lam_rel" not in chosen:
+        settings.lam_rel = settings.lam_rel * tv_view_scale(task, views)
+    return settings
 
 
 def register(method: str, settings_type: type) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from medrecon.config import make_settings
+from medrecon.config import apply_view_default, make_settings
 from medrecon.errors import UserError
 from medrecon.io.measurements import Measurement
 from medrecon.physics.operator import LinearOperator
@@ -55,7 +55,8 @@ CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
     "sirt": lambda m, op, y, s, p, slab: classical.sirt(op, y, s.iterations, nonnegative=s.nonnegative,
                                                         progress=p),
     "cgls": lambda m, op, y, s, p, slab: classical.cgls(op, y, s.iterations, progress=p, slab=slab),
-    "tv": lambda m, op, y, s, p, slab: tv_reconstruction(op, y, s, p, slab),
+    "tv": lambda m, op, y, s, p, slab: tv_reconstruction(
+        op, y, apply_view_default(s, m.task, int(op.out_shape[-2])), p, slab),
     "zero-filled": lambda m, op, y, s, p, slab: classical.zero_filled(op, y),
     "sense": lambda m, op, y, s, p, slab: classical.sense(op, y, s.iterations, s.l2),
 }
@@ -141,9 +142,10 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         from medrecon.config import user_settings
         from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
+        from medrecon.samplers.config import views_of
         from medrecon.samplers.run import reconstruct, tv_warm_start
 
-        apply_size_defaults(method, m.task, tuple(op.in_shape[-2:]), s)
+        apply_size_defaults(method, m.task, tuple(op.in_shape[-2:]), s, views_of(m.task, op))
         prior = load_prior(s.prior, device=device, image_shape=tuple(int(n) for n in op.in_shape[-2:]))
         sampler_config = base(**{k: getattr(s, k) for k in sampler_fields})
         store = DirectoryStateStore(s.state_dir) if s.state_dir else None
@@ -151,6 +153,8 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
                              store=store, save_every=s.save_every, resume=s.resume,
                              progress=progress, warm_start=labelled(f"{method} warm start",
                                                                     tv_warm_start(m.task, slab, progress)),
+                             fit_solver=labelled(f"{method} prior-fit check",
+                                                 tv_warm_start(m.task, slab, progress, by_views=False)),
                              slab=slab, user_settings=user_settings(s))
         LAST_INFO.clear()
         LAST_INFO.update(result.info, std=result.std)
@@ -159,22 +163,25 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
     return run
 
 
-def apply_size_defaults(method: str, task: str, image_shape: tuple, s: Any) -> dict:
-    """Set the per-size defaults (:func:`medrecon.samplers.config.size_defaults`) on the
-    settings ``s`` for the fields the user did not choose (none when ``s`` does not record what
-    the user chose); returns what was set (logged)."""
+def apply_size_defaults(method: str, task: str, image_shape: tuple, s: Any,
+                        views: Optional[int] = None) -> dict:
+    """Set the per-size defaults (:func:`medrecon.samplers.config.size_defaults`: slice size and
+    number of ``views``) on the settings ``s`` for the fields the user did not choose (none when
+    ``s`` does not record what the user chose); returns what was set (logged)."""
     from medrecon.config import user_settings
     from medrecon.samplers.config import size_defaults
 
     chosen = user_settings(s)
     if chosen is None:
         return {}
-    applied = {k: v for k, v in size_defaults(method, task, image_shape).items() if k not in chosen}
+    applied = {k: v for k, v in size_defaults(method, task, image_shape, views).items()
+               if k not in chosen}
     for key, value in applied.items():
         setattr(s, key, value)
     if applied:
-        log.info("%s on %s x %s slices: %s (the per-size default)", method, *image_shape[-2:],
-                 ", ".join(f"{k}={v}" for k, v in applied.items()))
+        log.info("%s on %s x %s slices%s: %s (the per-size default)", method, *image_shape[-2:],
+                 f", {views} views" if views is not None else "",
+                 ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in applied.items()))
     return applied
 
 

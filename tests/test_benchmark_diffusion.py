@@ -111,3 +111,31 @@ def test_default_run_row_names_the_path_the_fit_check_took(monkeypatch) -> None:
     assert dds == ["DDS (4 steps), cg_iterations=3", "DDS, default run, cg_iterations=3 (safe start)"]
     given = [j.get("user_settings") for j in jobs if j["method"] == "dds"]
     assert given == [None, ["cg_iterations"]]
+
+
+def test_a_samples_setting_scores_the_mean_of_that_many_seeded_samples() -> None:
+    """``--dds-set samples=2``: the row's PSNR is that of the mean of the runs seeded 0 and 1, and
+    its network passes count both."""
+    import torch
+
+    from medrecon.samplers.config import config_for_task
+    from medrecon.samplers.run import reconstruct
+    from medrecon.tasks import build_operator, data_in_working_units
+
+    bench = _bench()
+    vol = Volume.from_array(random_ellipsoids((2, 32, 32), seed=3, contrast="ct"), modality="CT", units="a.u.")
+    m = simulate(vol, "sparse-view-ct", seed=0, ct=CTOptions(views=8))
+    ref = bench.working_reference(vol, m)
+    job = {"measurement": m, "reference": ref, "device": "cpu", "seed": 0, "threads": 1, "prior": "x",
+           "prior_factory": "denoisers:benchmark_prior", "sys_path": [str(TESTS)], "method": "dds",
+           "settings": {"steps": 3, "samples": 2}}
+    got = bench.run_row(job)
+    op = build_operator(m)
+    y = data_in_working_units(m, op)
+    den = bench._load_denoiser("x", "cpu", "denoisers:benchmark_prior")
+    runs = [reconstruct("dds", op, y, den, m, config_for_task("dds", m.task, (32, 32), 8, steps=3), seed=s).x
+            for s in (0, 1)]
+    mean = (runs[0] + (runs[1] - runs[0]) / 2).numpy()
+    assert got["metrics"]["psnr"] == pytest.approx(volume_metrics(mean, ref, 1.0)["psnr"], abs=1e-6)
+    assert not torch.equal(runs[0], runs[1])
+    assert got["nfe_per_slice"] == 2 * 3 and got["info"]["samples"] == 2

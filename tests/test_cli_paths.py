@@ -310,7 +310,8 @@ def test_resume_of_another_run_is_refused_before_the_warm_start(ws, capsys, monk
     cases = {"seed": (["--seed", "4"], "differs in: seed"),
              "prior": (["--prior", "tiny2"], "computed with a prior of other weights"),
              "steps": (["--set", "steps=4"], "steps);"),            # "differs in: config, steps"
-             "measurement": (["--input", "ct9.h5"], "differs in: op_norm_sq, shape")}
+             # 9 views: other data, and another default TV-z weight (lam_rel x 8 / views)
+             "measurement": (["--input", "ct9.h5"], "differs in: config, op_norm_sq, shape")}
     before = snapshot(ws)
     for what, (extra, text) in cases.items():
         assert main([*base, *extra]) == 2, what

@@ -286,13 +286,36 @@ SIZE_DEFAULTS: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {
 }
 
 
-def size_defaults(method: str, task: Optional[str], image_shape: Sequence[int]) -> dict[str, Any]:
+def size_defaults(method: str, task: Optional[str], image_shape: Sequence[int],
+                  views: Optional[int] = None) -> dict[str, Any]:
     """The settings that replace the task's defaults of ``method`` for slices of ``image_shape``
-    ``(Y, X)`` pixels (:data:`SIZE_DEFAULTS`; empty when none applies)."""
+    ``(Y, X)`` pixels (:data:`SIZE_DEFAULTS`) and, given the number of projection ``views``,
+    for that acquisition (:func:`view_defaults`); empty when none applies."""
+    out = dict(view_defaults(method, task, views)) if views is not None else {}
     rule = SIZE_DEFAULTS.get(method, {}).get(task or "")
-    if rule is None or min(int(n) for n in image_shape) < rule[0]:
+    if rule is not None and min(int(n) for n in image_shape) >= rule[0]:
+        out.update(rule[1])
+    return out
+
+
+def views_of(task: Optional[str], op: Any) -> Optional[int]:
+    """The number of projection views of a CT task's operator (data ``[Z, views, detector]``);
+    None for other tasks."""
+    return int(op.out_shape[-2]) if task in ("sparse-view-ct", "limited-angle-ct") else None
+
+
+def view_defaults(method: str, task: Optional[str], views: int) -> dict[str, Any]:
+    """DDS on sparse-view CT with more than 8 views: the TV-z weight ``lam_rel`` of the task's
+    defaults times :func:`medrecon.config.tv_view_scale` (8 / views), as ADMM-TV's default
+    weight: the absolute weight of an 8-view scan. Chosen on development volumes (lung1 at 512 x
+    512 with 32 views, lung1 and the abdomen's training part at 256 x 256 with 16 views;
+    docs/benchmarks/any-size.md). Empty otherwise."""
+    from medrecon.config import tv_view_scale
+
+    scale = tv_view_scale(task, int(views))
+    if method != "dds" or scale == 1.0 or "lam_rel" not in TASK_DEFAULTS[method].get(task or "", {}):
         return {}
-    return dict(rule[1])
+    return {"lam_rel": TASK_DEFAULTS[method][task]["lam_rel"] * scale}
 
 
 def _check_method_task(method: str, task: Optional[str]) -> None:
@@ -303,14 +326,16 @@ def _check_method_task(method: str, task: Optional[str]) -> None:
 
 
 def config_for_task(method: str, task: Optional[str] = None,
-                    image_shape: Optional[Sequence[int]] = None, **overrides: Any) -> SamplerConfig:
+                    image_shape: Optional[Sequence[int]] = None, views: Optional[int] = None,
+                    **overrides: Any) -> SamplerConfig:
     """The default config of ``method`` ("mbir" | "dds") for ``task`` with ``overrides``; with
-    ``image_shape`` ``(Y, X)`` the per-size defaults (:func:`size_defaults`) too."""
+    ``image_shape`` ``(Y, X)`` (and the number of projection ``views``) the per-size defaults
+    (:func:`size_defaults`) too."""
     _check_method_task(method, task)
     cls = CONFIG_CLASSES[method]
     values = dict(TASK_DEFAULTS[method].get(task, {})) if task else {}
     if image_shape is not None:
-        values.update(size_defaults(method, task, image_shape))
+        values.update(size_defaults(method, task, image_shape, views))
     values.update(overrides)
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:

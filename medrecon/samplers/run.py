@@ -27,7 +27,7 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
-from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
+from medrecon.samplers.config import SamplerConfig, config_for_task, views_of, with_overrides
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
                                          prior_map_for_measurement, recorded_noise_sigma)
 from medrecon.samplers.problem import volume_shape
@@ -61,7 +61,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                 save_every: int = 0, resume: bool = False, progress: bool = False,
                 x_init: Optional[torch.Tensor] = None, warm_start: Optional[WarmStart] = None,
                 slab: Optional["Slab"] = None, user_settings: Optional[Iterable[str]] = None,
-                **overrides: Any) -> Reconstruction:
+                fit_solver: Optional[WarmStart] = None, **overrides: Any) -> Reconstruction:
     """Run ``method`` ("dds" | "mbir") on working-unit data ``y`` of ``measurement``.
 
     ``config`` defaults to the task's defaults (``measurement.task``); ``overrides`` replace fields.
@@ -69,6 +69,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     ``y`` is then taken to be in the prior's units). A warm-started DDS (``start_sigma > 0``)
     starts from ``x_init`` (prior units) or from ``warm_start(op, y_prior)`` (default
     :func:`tv_warm_start`); ``info["time_warm_start"]`` is the time spent on that start (s).
+    ``fit_solver``: the solver of the prior-fit check's reference image (default: ``warm_start``
+    when given, else ADMM-TV at the task's weight without the view scaling, the weight the
+    check's threshold was measured with).
     ``store``: where the sampler state is saved (see :class:`~medrecon.samplers.loop.RunOptions`);
     ``slab``: this process's z-slab of a distributed run (``op``, ``y`` and the result are its
     slices). ``user_settings``: the names of the settings the user chose; when the prior does
@@ -80,7 +83,8 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserError(f"samples must be a positive integer, got {samples!r}")
     task = getattr(measurement, "task", None)
-    cfg = config if config is not None else config_for_task(method, task, op.in_shape[-2:])
+    cfg = config if config is not None else config_for_task(method, task, op.in_shape[-2:],
+                                                            views_of(task, op))
     card = getattr(denoiser, "card", None)
     if measurement is None:
         imap = IntensityMap(0.0, 1.0)
@@ -113,6 +117,9 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
                                                       samples, store, slab)
     warm_seconds = 0.0
     solver = warm_start if warm_start is not None else tv_warm_start(task, slab, progress)
+    if fit_solver is None:
+        fit_solver = warm_start if warm_start is not None else \
+            tv_warm_start(task, slab, progress, by_views=False)
     if x_init is not None:
         common["x_init"] = x_init
     elif method == "dds" and getattr(cfg, "start_sigma", 0.0) > 0:
@@ -127,7 +134,7 @@ def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, denoiser: Deno
         check_prior_fit(common.get("x_init"), op, y_p, card, slab)
         if common.get("x_init") is not None and int(getattr(denoiser, "slice_group", 1)) == 1:
             # issue 24: does the prior fit? (prior_fit.py; 2D priors)
-            fit = prior_fit(denoiser, common["x_init"], card, slab, op=op, y=y_p, solver=solver,
+            fit = prior_fit(denoiser, common["x_init"], card, slab, op=op, y=y_p, solver=fit_solver,
                             fallback=fallback, adapting=bool(getattr(cfg, "adapt", False)))
             cfg = fit_config(cfg, fit)
     if samples == 1:
@@ -238,16 +245,21 @@ def fit_sample(x: torch.Tensor, slab: Optional["Slab"] = None) -> torch.Tensor:
 
 
 def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,
-                  progress: bool = False) -> WarmStart:
+                  progress: bool = False, by_views: bool = True) -> WarmStart:
     """The default warm-start solver: ADMM-TV with the task's default settings
-    (:class:`medrecon.config.TVSettings`; no non-negativity for complex images)."""
-    from medrecon.config import make_settings
+    (:class:`medrecon.config.TVSettings`; no non-negativity for complex images), the weight
+    scaled by the number of views (:func:`medrecon.config.apply_view_default`) unless
+    ``by_views`` is False (the prior-fit check's reference image: its threshold was measured
+    at the unscaled weight)."""
+    from medrecon.config import apply_view_default, make_settings
     from medrecon.solvers.classical import tv_reconstruction
 
     show = progress and (slab is None or slab.is_first)
 
     def solve(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
         settings = make_settings("tv", task=task)
+        if by_views:
+            apply_view_default(settings, task, int(op.out_shape[-2]))
         if op.in_dtype.is_complex:
             settings.nonnegative = False
         with torch.no_grad():
