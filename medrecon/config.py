@@ -100,8 +100,8 @@ def apply_view_default(settings: Any, task: Optional[str], views: int) -> Any:
     :func:`tv_view_scale`, unless the caller chose ``lam_rel`` (:func:`user_settings`) or the
     settings do not record what the caller chose."""
     chosen = user_settings(settings)
-    if chosen is not None and "lam_rel" not in chosen:
-        settings.lam_rel = settings.lam_rel * tv_view_scale(task, views)
+    if chosen is not None and "lam_rel" not in chosen:   # from the default: applying twice is once
+        settings.lam_rel = make_settings("tv", task=task).lam_rel * tv_view_scale(task, views)
     return settings
 
 

@@ -30,6 +30,9 @@ def test_the_users_weight_is_kept_and_settings_without_a_record_are_left_alone()
     given = make_settings("tv", {"lam_rel": 3e-4}, task="sparse-view-ct")
     assert apply_view_default(given, "sparse-view-ct", 32).lam_rel == 3e-4
     assert apply_view_default(TVSettings(), "sparse-view-ct", 32).lam_rel == TVSettings().lam_rel
+    again = make_settings("tv", task="sparse-view-ct")          # one settings object, two runs
+    apply_view_default(again, "sparse-view-ct", 32)
+    assert apply_view_default(again, "sparse-view-ct", 32).lam_rel == default / 4
 
 
 def _ct(views: int):

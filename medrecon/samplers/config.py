@@ -23,6 +23,7 @@ from medrecon.samplers.fewstep import SCHEDULE_SETTINGS
 from medrecon.solvers.tv import BOUNDARIES
 
 TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")   # as medrecon.tasks.TASKS
+CT_TASKS = TASKS[:2]                                         # as medrecon.tasks.CT_TASKS
 CORRECTOR_NORMS = ("slice", "chunk")
 
 
@@ -301,7 +302,7 @@ def size_defaults(method: str, task: Optional[str], image_shape: Sequence[int],
 def views_of(task: Optional[str], op: Any) -> Optional[int]:
     """The number of projection views of a CT task's operator (data ``[Z, views, detector]``);
     None for other tasks."""
-    return int(op.out_shape[-2]) if task in ("sparse-view-ct", "limited-angle-ct") else None
+    return int(op.out_shape[-2]) if task in CT_TASKS else None
 
 
 def view_defaults(method: str, task: Optional[str], views: int) -> dict[str, Any]:
