@@ -318,6 +318,7 @@ def run_row(job: dict) -> dict:
                                       "time_network", "time_physics")}
         info.update({k: result.info[k] for k in ("intensity_map", "time_warm_start")})
         info["prior_fit"] = result.info.get("prior_fit")
+        info["schedule"] = first.get("schedule")        # the noise levels that ran (uniform / fitted)
         info["config"] = dataclasses.asdict(cfg)
         info["samples"] = samples
         nfe = first["nfe_per_slice"] * samples

@@ -139,3 +139,4 @@ def test_a_samples_setting_scores_the_mean_of_that_many_seeded_samples() -> None
     assert got["metrics"]["psnr"] == pytest.approx(volume_metrics(mean, ref, 1.0)["psnr"], abs=1e-6)
     assert not torch.equal(runs[0], runs[1])
     assert got["nfe_per_slice"] == 2 * 3 and got["info"]["samples"] == 2
+    assert got["info"]["schedule"]["name"] == "uniform" and len(got["info"]["schedule"]["sigmas"]) == 3
