@@ -172,10 +172,10 @@ def run_case(key: str, args: argparse.Namespace, log) -> tuple[list[dict], dict]
     import medrecon.published  # noqa: F401 -- registers the published families (ncsnpp, adm)
     from medrecon.prior.checkpoint import load_prior
     from medrecon.samplers import prior_fit as pf
-    from medrecon.samplers.config import config_for_task, views_of
+    from medrecon.samplers.config import config_for_task
     from medrecon.samplers.intensity import prior_map_for_measurement
     from medrecon.samplers.run import reconstruct, warm_start_image
-    from medrecon.tasks import build_operator, data_in_working_units
+    from medrecon.tasks import build_operator, data_in_working_units, views_of
 
     dataset, prior, in_dist, task = CASES[key]
     volume, note, m = measurement(key, args)

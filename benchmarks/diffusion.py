@@ -294,7 +294,8 @@ def run_row(job: dict) -> dict:
     op = build_operator(m, device=device)
     info: dict = {}
     if method in ("dds", "mbir"):
-        from medrecon.samplers.config import config_for_task, views_of
+        from medrecon.samplers.config import config_for_task
+        from medrecon.tasks import views_of
         from medrecon.samplers.run import reconstruct
 
         den = _load_denoiser(job["prior"], device, job.get("prior_factory"))

@@ -87,15 +87,16 @@ TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 TV_REFERENCE_VIEWS = 8
 
 
-def tv_view_scale(task: Optional[str], views: int) -> float:
+def tv_view_scale(task: Optional[str], views: Optional[int]) -> float:
     """Factor on the default ``lam_rel`` of ADMM-TV for ``task`` with ``views`` projection views
-    (sparse-view CT with more than 8 views: ``TV_REFERENCE_VIEWS / views``; otherwise 1)."""
-    if task != "sparse-view-ct" or views <= TV_REFERENCE_VIEWS:
+    (sparse-view CT with more than 8 views: ``TV_REFERENCE_VIEWS / views``; otherwise, or
+    ``views`` None, 1)."""
+    if task != "sparse-view-ct" or views is None or views <= TV_REFERENCE_VIEWS:
         return 1.0
     return TV_REFERENCE_VIEWS / views
 
 
-def apply_view_default(settings: Any, task: Optional[str], views: int) -> Any:
+def apply_view_default(settings: Any, task: Optional[str], views: Optional[int]) -> Any:
     """``settings`` (:class:`TVSettings`) with the default ``lam_rel`` scaled by
     :func:`tv_view_scale`, unless the caller chose ``lam_rel`` (:func:`user_settings`) or the
     settings do not record what the caller chose."""

@@ -24,7 +24,7 @@ from medrecon.checks import require_finite
 from medrecon.progress import labelled, stage
 from medrecon.solvers.classical import tv_reconstruction
 from medrecon.tasks import (CT_TASKS, build_operator, ct_geometry_of, data_in_working_units,
-                            require_reconstruction_memory)
+                            require_reconstruction_memory, views_of)
 
 if TYPE_CHECKING:
     from medrecon.distributed.slab import Slab
@@ -56,7 +56,7 @@ CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
                                                         progress=p),
     "cgls": lambda m, op, y, s, p, slab: classical.cgls(op, y, s.iterations, progress=p, slab=slab),
     "tv": lambda m, op, y, s, p, slab: tv_reconstruction(
-        op, y, apply_view_default(s, m.task, int(op.out_shape[-2])), p, slab),
+        op, y, apply_view_default(s, m.task, views_of(m.task, op)), p, slab),
     "zero-filled": lambda m, op, y, s, p, slab: classical.zero_filled(op, y),
     "sense": lambda m, op, y, s, p, slab: classical.sense(op, y, s.iterations, s.l2),
 }
@@ -142,7 +142,6 @@ def _diffusion_runner(method: str, base: type, sampler_fields: list[str]) -> Cal
         from medrecon.config import user_settings
         from medrecon.io.sampler_state import DirectoryStateStore
         from medrecon.prior.checkpoint import load_prior
-        from medrecon.samplers.config import views_of
         from medrecon.samplers.run import reconstruct, tv_warm_start
 
         apply_size_defaults(method, m.task, tuple(op.in_shape[-2:]), s, views_of(m.task, op))

@@ -36,6 +36,12 @@ TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")
 CT_TASKS = ("sparse-view-ct", "limited-angle-ct")
 
 
+def views_of(task: Optional[str], op: LinearOperator) -> Optional[int]:
+    """The number of projection views of a CT task's operator (data ``[Z, views, detector]``);
+    None for other tasks."""
+    return int(op.out_shape[-2]) if task in CT_TASKS else None
+
+
 @dataclass
 class CTOptions:
     """Acquisition of the CT tasks (angles in degrees, distances in mm)."""

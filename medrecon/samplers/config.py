@@ -23,7 +23,6 @@ from medrecon.samplers.fewstep import SCHEDULE_SETTINGS
 from medrecon.solvers.tv import BOUNDARIES
 
 TASKS = ("sparse-view-ct", "limited-angle-ct", "cs-mri")   # as medrecon.tasks.TASKS
-CT_TASKS = TASKS[:2]                                         # as medrecon.tasks.CT_TASKS
 CORRECTOR_NORMS = ("slice", "chunk")
 
 
@@ -292,20 +291,14 @@ def size_defaults(method: str, task: Optional[str], image_shape: Sequence[int],
     """The settings that replace the task's defaults of ``method`` for slices of ``image_shape``
     ``(Y, X)`` pixels (:data:`SIZE_DEFAULTS`) and, given the number of projection ``views``,
     for that acquisition (:func:`view_defaults`); empty when none applies."""
-    out = dict(view_defaults(method, task, views)) if views is not None else {}
+    out = dict(view_defaults(method, task, views))
     rule = SIZE_DEFAULTS.get(method, {}).get(task or "")
     if rule is not None and min(int(n) for n in image_shape) >= rule[0]:
         out.update(rule[1])
     return out
 
 
-def views_of(task: Optional[str], op: Any) -> Optional[int]:
-    """The number of projection views of a CT task's operator (data ``[Z, views, detector]``);
-    None for other tasks."""
-    return int(op.out_shape[-2]) if task in CT_TASKS else None
-
-
-def view_defaults(method: str, task: Optional[str], views: int) -> dict[str, Any]:
+def view_defaults(method: str, task: Optional[str], views: Optional[int]) -> dict[str, Any]:
     """DDS on sparse-view CT with more than 8 views: the TV-z weight ``lam_rel`` of the task's
     defaults times :func:`medrecon.config.tv_view_scale` (8 / views), as ADMM-TV's default
     weight: the absolute weight of an 8-view scan. Chosen on development volumes (lung1 at 512 x
@@ -313,7 +306,7 @@ def view_defaults(method: str, task: Optional[str], views: int) -> dict[str, Any
     docs/benchmarks/any-size.md). Empty otherwise."""
     from medrecon.config import tv_view_scale
 
-    scale = tv_view_scale(task, int(views))
+    scale = tv_view_scale(task, views)
     if method != "dds" or scale == 1.0 or "lam_rel" not in TASK_DEFAULTS[method].get(task or "", {}):
         return {}
     return {"lam_rel": TASK_DEFAULTS[method][task]["lam_rel"] * scale}

@@ -27,10 +27,11 @@ import torch
 from medrecon.errors import UserError
 from medrecon.physics.operator import LinearOperator
 from medrecon.prior.denoiser import Denoiser
-from medrecon.samplers.config import SamplerConfig, config_for_task, views_of, with_overrides
+from medrecon.samplers.config import SamplerConfig, config_for_task, with_overrides
 from medrecon.samplers.intensity import (IntensityMap, mri_intensity, normalisation,
                                          prior_map_for_measurement, recorded_noise_sigma)
 from medrecon.samplers.problem import volume_shape
+from medrecon.tasks import views_of
 from medrecon.samplers.resume import check_resumable, problem_identity, sampler_identity
 from medrecon.samplers.conventions import operator_norm_sq
 from medrecon.samplers.posterior import SAMPLERS, sample_posterior, sample_store
@@ -259,7 +260,7 @@ def tv_warm_start(task: Optional[str], slab: Optional["Slab"] = None,
     def solve(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
         settings = make_settings("tv", task=task)
         if by_views:
-            apply_view_default(settings, task, int(op.out_shape[-2]))
+            apply_view_default(settings, task, views_of(task, op))
         if op.in_dtype.is_complex:
             settings.nonnegative = False
         with torch.no_grad():
